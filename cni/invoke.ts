@@ -1,0 +1,526 @@
+/**
+ * The runtime side of CNI, as libcni does it: find a plugin in `CNI_PATH`, execute it with the CNI
+ * environment and the configuration on stdin, read its result or error, and run whole configuration lists
+ * (ADD in order with `prevResult`, DEL in reverse, CHECK, GC, STATUS) with libcni's result cache.
+ * @module
+ */
+import {
+  CniError,
+  CniErrorSchema,
+  type CniVersion,
+  convertResult,
+  ErrorCode,
+  type NetConf,
+  type NetConfList,
+  parseResult,
+  type Result,
+  selectVersion,
+  versionAtLeast,
+} from "./spec.ts";
+
+/** libcni's default cache directory. */
+export const DEFAULT_CACHE_DIR = "/var/lib/cni";
+/** How long a plugin may run before it is killed, unless the caller says otherwise. */
+export const DEFAULT_TIMEOUT_MS = 60_000;
+
+/** What the runtime knows about one attachment (libcni's `RuntimeConf`). */
+export interface RuntimeConf {
+  /** The container ID. */
+  containerId: string;
+  /** The network namespace path; may be empty for DEL. */
+  netns: string;
+  /** The interface name inside the container. */
+  ifname: string;
+  /** `CNI_ARGS` pairs. */
+  args?: [string, string][];
+  /** Capability arguments (`portMappings`, `ips`, `mac`, ...), injected as `runtimeConfig` where allowed. */
+  capabilityArgs?: Record<string, unknown>;
+}
+
+/** Where plugins are found and how they run. */
+export interface InvokeOptions {
+  /** Directories searched for plugins, in order. */
+  path: string[];
+  /** Cache directory; results go to `<cacheDir>/results`. Default {@linkcode DEFAULT_CACHE_DIR}. */
+  cacheDir?: string;
+  /** Kill a plugin after this long. Default {@linkcode DEFAULT_TIMEOUT_MS}. */
+  timeoutMs?: number;
+  /** Extra environment for the plugin process (beyond the CNI variables). */
+  env?: Record<string, string>;
+}
+
+/** A plugin's answer to VERSION. */
+export interface VersionInfo {
+  /** The version the answer is written in. */
+  cniVersion: string;
+  /** The versions the plugin accepts. */
+  supportedVersions: string[];
+}
+
+/** An attachment that GC must keep. */
+export interface Attachment {
+  /** The container ID. */
+  containerID: string;
+  /** The interface name. */
+  ifname: string;
+}
+
+/** Finds the executable for plugin `type` in `path`, or throws a {@linkcode CniError}. */
+export function findPlugin(type: string, path: string[]): string {
+  if (type.includes("/")) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `plugin type "${type}" may not contain '/'`);
+  }
+  for (const dir of path) {
+    const candidate = `${dir.replace(/\/+$/, "")}/${type}`;
+    try {
+      const st = Deno.statSync(candidate);
+      if (st.isFile && (st.mode ?? 0o111) & 0o111) return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  throw new CniError(
+    ErrorCode.InvalidNetworkConfig,
+    `failed to find plugin "${type}" in path [${path.join(" ")}]`,
+  );
+}
+
+/** The raw outcome of one plugin process. */
+export interface ExecOutcome {
+  /** Exit code. */
+  code: number;
+  /** Everything printed on stdout. */
+  stdout: string;
+  /** Everything printed on stderr. */
+  stderr: string;
+}
+
+/**
+ * Executes a plugin once with `env` and `stdin`. Throws a {@linkcode CniError} (code 102) when it runs longer
+ * than `timeoutMs`, after killing it.
+ */
+export async function execPlugin(
+  pluginPath: string,
+  env: Record<string, string>,
+  options: { stdin: string; timeoutMs?: number },
+): Promise<ExecOutcome> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(pluginPath, {
+      env,
+      clearEnv: true,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (e) {
+    throw new CniError(
+      ErrorCode.DelegateFailure,
+      `cannot execute plugin ${pluginPath}: ${(e as Error).message}`,
+    );
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, timeoutMs);
+  try {
+    const writer = child.stdin.getWriter();
+    // A plugin may exit without reading stdin (VERSION): a broken pipe is not an error then.
+    await writer.write(new TextEncoder().encode(options.stdin)).catch(() => {});
+    await writer.close().catch(() => {});
+    const out = await child.output();
+    if (timedOut) {
+      throw new CniError(
+        ErrorCode.Timeout,
+        `plugin ${pluginPath} did not finish within ${timeoutMs} ms and was killed`,
+      );
+    }
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function lastLines(text: string, n = 5): string {
+  return text.trim().split("\n").slice(-n).join(" | ");
+}
+
+/** Turns a failed plugin run into the CniError it reported, or one that quotes its stderr. */
+function errorFromOutcome(pluginPath: string, outcome: ExecOutcome): CniError {
+  const text = outcome.stdout.trim();
+  if (text) {
+    try {
+      const parsed = CniErrorSchema.safeParse(JSON.parse(text));
+      if (parsed.success) return new CniError(parsed.data.code, parsed.data.msg, parsed.data.details);
+    } catch {
+      // not JSON: fall through
+    }
+  }
+  const stderr = lastLines(outcome.stderr) || "(no output)";
+  return new CniError(
+    ErrorCode.DelegateFailure,
+    `plugin ${pluginPath} exited with code ${outcome.code} and no error object; stderr: ${stderr}`,
+  );
+}
+
+function cniEnv(verb: string, rt: RuntimeConf | undefined, options: InvokeOptions): Record<string, string> {
+  const env: Record<string, string> = {
+    ...(options.env ?? {}),
+    CNI_COMMAND: verb,
+    CNI_PATH: options.path.join(":"),
+  };
+  if (!env.PATH) env.PATH = Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin";
+  if (rt) {
+    env.CNI_CONTAINERID = rt.containerId;
+    env.CNI_NETNS = rt.netns;
+    env.CNI_IFNAME = rt.ifname;
+    env.CNI_ARGS = (rt.args ?? []).map(([k, v]) => `${k}=${v}`).join(";");
+  }
+  return env;
+}
+
+/** Asks a plugin which versions it supports. */
+export async function getVersionInfo(type: string, options: InvokeOptions): Promise<VersionInfo> {
+  const path = findPlugin(type, options.path);
+  const outcome = await execPlugin(path, cniEnv("VERSION", undefined, options), {
+    stdin: JSON.stringify({ cniVersion: "1.1.0" }),
+    timeoutMs: options.timeoutMs,
+  });
+  if (outcome.code !== 0) throw errorFromOutcome(path, outcome);
+  try {
+    const info = JSON.parse(outcome.stdout);
+    // Plugins from before 0.2.0 cannot answer VERSION; libcni reads that as "0.1.0 only".
+    if (!Array.isArray(info.supportedVersions)) return { cniVersion: "0.1.0", supportedVersions: ["0.1.0"] };
+    return info;
+  } catch {
+    throw new CniError(ErrorCode.DecodingFailure, `plugin ${path} answered VERSION with invalid JSON`);
+  }
+}
+
+/**
+ * Executes one verb of one plugin with a complete configuration. For ADD the parsed result (1.1.0 shape) is
+ * returned; for the other verbs `undefined`. A plugin error becomes a thrown {@linkcode CniError}.
+ */
+export async function execVerb(
+  verb: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC",
+  conf: Record<string, unknown> & { type: string },
+  rt: RuntimeConf | undefined,
+  options: InvokeOptions,
+): Promise<Result | undefined> {
+  const path = findPlugin(conf.type, options.path);
+  const outcome = await execPlugin(path, cniEnv(verb, rt, options), {
+    stdin: JSON.stringify(conf),
+    timeoutMs: options.timeoutMs,
+  });
+  if (outcome.code !== 0) throw errorFromOutcome(path, outcome);
+  if (verb !== "ADD") return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(outcome.stdout);
+  } catch {
+    throw new CniError(
+      ErrorCode.DecodingFailure,
+      `plugin ${path} printed no valid result: ${JSON.stringify(outcome.stdout.slice(0, 200))}`,
+    );
+  }
+  return parseResult(raw, conf.cniVersion as CniVersion);
+}
+
+/**
+ * The configuration one plugin of a list receives: the plugin's own keys, the list's `name` and selected
+ * `cniVersion`, `runtimeConfig` from the capabilities both sides have, and `prevResult`; `capabilities` is
+ * removed. Unknown keys are kept.
+ */
+export function pluginConfig(
+  plugin: NetConf,
+  list: { name: string; cniVersion: CniVersion },
+  rt: RuntimeConf | undefined,
+  prevResult: Result | undefined,
+): Record<string, unknown> & { type: string } {
+  const conf: Record<string, unknown> & { type: string } = structuredClone(plugin) as
+    & Record<string, unknown>
+    & { type: string };
+  conf.name = list.name;
+  conf.cniVersion = list.cniVersion;
+  const caps = plugin.capabilities ?? {};
+  delete conf.capabilities;
+  const runtimeConfig: Record<string, unknown> = {};
+  for (const [cap, value] of Object.entries(rt?.capabilityArgs ?? {})) {
+    if (caps[cap]) runtimeConfig[cap] = value;
+  }
+  if (Object.keys(runtimeConfig).length) conf.runtimeConfig = runtimeConfig;
+  if (prevResult) conf.prevResult = convertResult(prevResult, list.cniVersion);
+  else delete conf.prevResult;
+  return conf;
+}
+
+/** The version a list runs at, or a CniError when it offers none we speak. */
+export function listVersion(list: { cniVersion?: string; cniVersions?: string[]; name: string }): CniVersion {
+  const v = selectVersion(list);
+  if (!v) {
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `network "${list.name}": no supported version in cniVersion ${JSON.stringify(list.cniVersion)}` +
+        (list.cniVersions ? ` / cniVersions ${JSON.stringify(list.cniVersions)}` : ""),
+    );
+  }
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Result cache (libcni layout).
+
+/** One cache entry, libcni's `cniCacheV1` body. */
+export interface CacheEntry {
+  /** Always `cniCacheV1`. */
+  kind: "cniCacheV1";
+  /** The container ID. */
+  containerId: string;
+  /** The list's bytes, base64. */
+  config: string;
+  /** The interface name. */
+  ifName: string;
+  /** The network (list) name. */
+  networkName: string;
+  /** The netns path. */
+  netns: string;
+  /** CNI_ARGS pairs. */
+  cniArgs?: [string, string][];
+  /** Capability arguments. */
+  capabilityArgs?: Record<string, unknown>;
+  /** The final ADD result, in the list's version. */
+  result?: Record<string, unknown>;
+}
+
+/** `<cacheDir>/results/<network>-<containerID>-<ifname>`. */
+export function cacheFilePath(cacheDir: string, network: string, rt: RuntimeConf): string {
+  return `${cacheDir}/results/${network}-${rt.containerId}-${rt.ifname}`;
+}
+
+/** Writes `text` to `path` atomically (temp file in the same folder, then rename). */
+export async function writeFileAtomic(path: string, text: string, mode = 0o600): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.writeTextFile(tmp, text, { mode });
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+function base64(text: string): string {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+async function readCache(path: string): Promise<CacheEntry | undefined> {
+  try {
+    const entry = JSON.parse(await Deno.readTextFile(path));
+    return entry?.kind === "cniCacheV1" ? entry : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function removeIfPresent(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+/** The attachments cached for a network (libcni's `GetCachedAttachments`, by network). */
+export async function cachedAttachments(cacheDir: string, network: string): Promise<CacheEntry[]> {
+  const found: CacheEntry[] = [];
+  try {
+    for await (const e of Deno.readDir(`${cacheDir}/results`)) {
+      if (!e.isFile || !e.name.startsWith(`${network}-`) || e.name.includes(".tmp-")) continue;
+      const entry = await readCache(`${cacheDir}/results/${e.name}`);
+      if (entry?.networkName === network) found.push(entry);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return found;
+}
+
+/** Reads the cached final ADD result of one attachment, in the 1.1.0 shape. */
+export async function cachedResult(
+  list: NetConfList,
+  rt: RuntimeConf,
+  options: InvokeOptions,
+): Promise<Result | undefined> {
+  const entry = await readCache(cacheFilePath(options.cacheDir ?? DEFAULT_CACHE_DIR, list.name, rt));
+  if (!entry?.result) return undefined;
+  try {
+    return parseResult(entry.result);
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Lists.
+
+/** Wraps a single plugin configuration (a `.conf`) as a one-plugin list, as libcni does. */
+export function confAsList(conf: NetConf & { name: string }): NetConfList {
+  const { cniVersion, name, ...rest } = conf;
+  return { cniVersion, name, plugins: [{ ...rest, cniVersion, name } as NetConf] };
+}
+
+/** ADD: every plugin in order, each given the previous result; the final result is cached and returned. */
+export async function addNetworkList(
+  list: NetConfList,
+  rt: RuntimeConf,
+  options: InvokeOptions,
+): Promise<Result> {
+  const version = listVersion(list);
+  let prev: Result | undefined;
+  for (const plugin of list.plugins) {
+    const conf = pluginConfig(plugin, { name: list.name, cniVersion: version }, rt, prev);
+    prev = await execVerb("ADD", conf, rt, options);
+  }
+  if (!prev) {
+    throw new CniError(ErrorCode.PluginFailure, `network "${list.name}": no plugin returned a result`);
+  }
+  const cacheDir = options.cacheDir ?? DEFAULT_CACHE_DIR;
+  const entry: CacheEntry = {
+    kind: "cniCacheV1",
+    containerId: rt.containerId,
+    config: base64(JSON.stringify(list)),
+    ifName: rt.ifname,
+    networkName: list.name,
+    netns: rt.netns,
+    cniArgs: rt.args ?? [],
+    capabilityArgs: rt.capabilityArgs ?? {},
+    result: convertResult(prev, version),
+  };
+  await writeFileAtomic(cacheFilePath(cacheDir, list.name, rt), JSON.stringify(entry));
+  return prev;
+}
+
+/**
+ * DEL: every plugin in reverse order with the cached result as `prevResult` (from 0.4.0 on); the cache entry is
+ * removed once all succeeded. A missing or unreadable cache entry is not an error.
+ */
+export async function delNetworkList(
+  list: NetConfList,
+  rt: RuntimeConf,
+  options: InvokeOptions,
+): Promise<void> {
+  const version = listVersion(list);
+  const cacheFile = cacheFilePath(options.cacheDir ?? DEFAULT_CACHE_DIR, list.name, rt);
+  const prev = versionAtLeast(version, "0.4.0") ? await cachedResult(list, rt, options) : undefined;
+  for (const plugin of [...list.plugins].reverse()) {
+    await execVerb(
+      "DEL",
+      pluginConfig(plugin, { name: list.name, cniVersion: version }, rt, prev),
+      rt,
+      options,
+    );
+  }
+  await removeIfPresent(cacheFile);
+}
+
+/** CHECK: every plugin in order with the cached result; skipped when `disableCheck`; needs 0.4.0. */
+export async function checkNetworkList(
+  list: NetConfList,
+  rt: RuntimeConf,
+  options: InvokeOptions,
+): Promise<void> {
+  const version = listVersion(list);
+  if (!versionAtLeast(version, "0.4.0")) {
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `network "${list.name}": CHECK needs 0.4.0, config is ${version}`,
+    );
+  }
+  if (list.disableCheck) return;
+  const prev = await cachedResult(list, rt, options);
+  if (!prev) {
+    throw new CniError(
+      ErrorCode.UnknownContainer,
+      `network "${list.name}": no cached result for ${rt.containerId}/${rt.ifname}; CHECK needs a prior ADD`,
+    );
+  }
+  for (const plugin of list.plugins) {
+    await execVerb(
+      "CHECK",
+      pluginConfig(plugin, { name: list.name, cniVersion: version }, rt, prev),
+      rt,
+      options,
+    );
+  }
+}
+
+/** STATUS: every plugin in order (from 1.1.0 on); the first error is returned. */
+export async function statusNetworkList(list: NetConfList, options: InvokeOptions): Promise<void> {
+  const version = listVersion(list);
+  if (!versionAtLeast(version, "1.1.0")) return;
+  for (const plugin of list.plugins) {
+    await execVerb(
+      "STATUS",
+      pluginConfig(plugin, { name: list.name, cniVersion: version }, undefined, undefined),
+      undefined,
+      options,
+    );
+  }
+}
+
+/**
+ * GC as libcni does it: first DEL every cached attachment of this network that is not in `valid`, then (from
+ * 1.1.0 on, unless `disableGC`) send GC with `cni.dev/valid-attachments` to every plugin. It goes on past
+ * errors and throws one error that lists them all.
+ */
+export async function gcNetworkList(
+  list: NetConfList,
+  valid: Attachment[],
+  options: InvokeOptions,
+): Promise<void> {
+  const version = listVersion(list);
+  const cacheDir = options.cacheDir ?? DEFAULT_CACHE_DIR;
+  const keep = new Set(valid.map((a) => `${a.containerID}\u0000${a.ifname}`));
+  const errors: string[] = [];
+  for (const entry of await cachedAttachments(cacheDir, list.name)) {
+    if (keep.has(`${entry.containerId}\u0000${entry.ifName}`)) continue;
+    const rt: RuntimeConf = {
+      containerId: entry.containerId,
+      netns: entry.netns,
+      ifname: entry.ifName,
+      args: entry.cniArgs,
+      capabilityArgs: entry.capabilityArgs,
+    };
+    try {
+      await delNetworkList(list, rt, options);
+    } catch (e) {
+      errors.push(`DEL ${entry.containerId}/${entry.ifName}: ${(e as Error).message}`);
+    }
+  }
+  if (versionAtLeast(version, "1.1.0") && !list.disableGC) {
+    for (const plugin of list.plugins) {
+      const conf = pluginConfig(plugin, { name: list.name, cniVersion: version }, undefined, undefined);
+      conf["cni.dev/valid-attachments"] = valid;
+      conf["cni.dev/attachments"] = valid; // the legacy key libcni still sends
+      try {
+        await execVerb("GC", conf, undefined, options);
+      } catch (e) {
+        errors.push(`GC ${plugin.type}: ${(e as Error).message}`);
+      }
+    }
+  }
+  if (errors.length) {
+    throw new CniError(ErrorCode.PluginFailure, `network "${list.name}": GC errors: ${errors.join("; ")}`);
+  }
+}

@@ -1,0 +1,14 @@
+/**
+ * The galaxy-veth CNI plugin (not built yet: it answers VERSION and refuses other verbs).
+ * @module
+ */
+import { type Plugin, runPlugin } from "../skel.ts";
+import { pendingPlugin } from "./pending.ts";
+
+/** The galaxy-veth plugin. */
+export const plugin: Plugin = pendingPlugin("galaxy-veth");
+
+/** Runs galaxy-veth as a CNI plugin executable. */
+export function main(): Promise<number> {
+  return runPlugin(plugin);
+}

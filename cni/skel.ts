@@ -1,0 +1,307 @@
+/**
+ * The plugin side of CNI: turns the environment and stdin into a validated {@linkcode PluginRequest}, calls
+ * the plugin's verb function and prints the result or the spec's error object. Plugins are plain functions
+ * over a request; this module is the only place that knows about env, stdin and stdout.
+ * @module
+ */
+import {
+  ALL_VERSIONS,
+  asCniError,
+  CniError,
+  type CniVersion,
+  convertResult,
+  CURRENT_VERSION,
+  describeZodError,
+  ErrorCode,
+  isSupportedVersion,
+  NetConfSchema,
+  parseResult,
+  type Result,
+  resultSchemaFor,
+  versionAtLeast,
+} from "./spec.ts";
+
+/** The verbs of CNI 1.1. */
+export type Verb = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
+const VERBS: readonly Verb[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
+
+/** Which environment variables each verb requires (SPEC.md "Parameters"). */
+export const REQUIRED_ENV: Record<Verb, readonly string[]> = {
+  ADD: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+  CHECK: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+  DEL: ["CNI_CONTAINERID", "CNI_IFNAME"],
+  GC: ["CNI_PATH"],
+  STATUS: [],
+  VERSION: [],
+};
+
+const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+
+/** One validated plugin call. */
+export interface PluginRequest {
+  /** The verb. */
+  command: Exclude<Verb, "VERSION">;
+  /** `CNI_CONTAINERID` (empty for STATUS and GC). */
+  containerId: string;
+  /** `CNI_NETNS`: a path, possibly empty for DEL. */
+  netns: string;
+  /** `CNI_IFNAME` (empty for STATUS and GC). */
+  ifname: string;
+  /** `CNI_ARGS` as key/value pairs, in order. */
+  args: [string, string][];
+  /** `CNI_PATH` split on `:`. */
+  path: string[];
+  /** The configuration from stdin, every field kept. */
+  config: Record<string, unknown> & { type: string; name?: string };
+  /** The configuration's version, which the result is printed in. */
+  cniVersion: CniVersion;
+  /** `prevResult`, converted to the 1.1.0 shape. */
+  prevResult?: Result;
+  /** The environment the plugin was called with, for delegation. */
+  env: Record<string, string>;
+  /** The raw stdin, for delegation. */
+  stdin: Uint8Array;
+}
+
+/** A CNI plugin as plain functions; each throws a {@linkcode CniError} to fail. */
+export interface Plugin {
+  /** The plugin's type name, used in messages. */
+  name: string;
+  /** Versions this plugin accepts; all seven when absent. */
+  supportedVersions?: readonly CniVersion[];
+  /** Creates the attachment and returns what it made. */
+  add(req: PluginRequest): Promise<Result>;
+  /** Removes the attachment; must succeed when things are already gone. */
+  del(req: PluginRequest): Promise<void>;
+  /** Verifies the attachment against `prevResult`. */
+  check?(req: PluginRequest): Promise<void>;
+  /** Says whether the plugin can serve ADD; succeeds when absent. */
+  status?(req: PluginRequest): Promise<void>;
+  /** Removes resources of attachments not in `cni.dev/valid-attachments`; succeeds when absent. */
+  gc?(req: PluginRequest): Promise<void>;
+}
+
+/** What a plugin call printed and how it exits. */
+export interface PluginOutput {
+  /** The text for stdout: a result, the VERSION answer, an error object, or nothing. */
+  stdout: string;
+  /** 0 on success, 1 on error. */
+  exitCode: number;
+}
+
+/** Parses `CNI_ARGS` (`K=V;K2=V2`), rejecting a pair without `=` with code 4. */
+export function parseCniArgs(raw: string | undefined): [string, string][] {
+  if (!raw) return [];
+  const pairs: [string, string][] = [];
+  for (const part of raw.split(";")) {
+    if (part === "") continue;
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_ARGS: invalid pair "${part}"`);
+    pairs.push([part.slice(0, eq), part.slice(eq + 1)]);
+  }
+  return pairs;
+}
+
+/** Checks an interface name as libcni does: 1–15 characters, not `.` or `..`, no `/`, `:` or whitespace. */
+export function validateIfname(name: string): string | undefined {
+  if (name.length === 0) return "is empty";
+  if (name.length > 15) return `"${name}" is longer than 15 characters`;
+  if (name === "." || name === "..") return `"${name}" is not a valid name`;
+  if (/[/:\s]/.test(name)) return `"${name}" contains '/', ':' or whitespace`;
+  return undefined;
+}
+
+function validateEnv(verb: Verb, env: Record<string, string>): void {
+  const missing = REQUIRED_ENV[verb].filter((k) => !env[k]);
+  if (missing.length) {
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `required environment variable(s) missing: ${missing.join(", ")}`,
+    );
+  }
+  if (env.CNI_CONTAINERID !== undefined && REQUIRED_ENV[verb].includes("CNI_CONTAINERID")) {
+    if (!CONTAINER_ID.test(env.CNI_CONTAINERID)) {
+      throw new CniError(
+        ErrorCode.InvalidEnvironment,
+        `CNI_CONTAINERID "${env.CNI_CONTAINERID}" has invalid characters (allowed: ${CONTAINER_ID.source})`,
+      );
+    }
+  }
+  if (REQUIRED_ENV[verb].includes("CNI_IFNAME")) {
+    const problem = validateIfname(env.CNI_IFNAME);
+    if (problem) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME ${problem}`);
+  }
+}
+
+function decodeConfig(stdin: Uint8Array): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder().decode(stdin));
+  } catch (e) {
+    throw new CniError(
+      ErrorCode.DecodingFailure,
+      `cannot decode network configuration on stdin: ${(e as Error).message}`,
+    );
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new CniError(ErrorCode.DecodingFailure, "network configuration on stdin is not a JSON object");
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** The answer to VERSION. */
+export function versionAnswer(plugin: Plugin): string {
+  return JSON.stringify({
+    cniVersion: CURRENT_VERSION,
+    supportedVersions: plugin.supportedVersions ?? ALL_VERSIONS,
+  });
+}
+
+/** Builds the request for a verb from env and stdin; throws a {@linkcode CniError} on bad input. */
+export function buildRequest(
+  plugin: Plugin,
+  verb: Exclude<Verb, "VERSION">,
+  env: Record<string, string>,
+  stdin: Uint8Array,
+): PluginRequest {
+  validateEnv(verb, env);
+  const raw = decodeConfig(stdin);
+  const version = raw.cniVersion ?? "0.1.0"; // libcni's reading of a configuration without a version
+  const supported = plugin.supportedVersions ?? ALL_VERSIONS;
+  if (!isSupportedVersion(version) || !supported.includes(version)) {
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `incompatible CNI versions: config is ${JSON.stringify(version)}, plugin ${plugin.name} supports ${
+        supported.join(", ")
+      }`,
+    );
+  }
+  if (verb === "CHECK" && !versionAtLeast(version, "0.4.0")) {
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `config version "${version}" does not allow CHECK (needs 0.4.0)`,
+    );
+  }
+  if ((verb === "STATUS" || verb === "GC") && !versionAtLeast(version, "1.1.0")) {
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `config version "${version}" does not allow ${verb} (needs 1.1.0)`,
+    );
+  }
+  const checked = NetConfSchema.safeParse(raw);
+  if (!checked.success) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `invalid network configuration: ${describeZodError(checked.error)}`,
+    );
+  }
+  if (!raw.name) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, "invalid network configuration: name: missing");
+  }
+  let prevResult: Result | undefined;
+  if (raw.prevResult !== undefined) {
+    try {
+      prevResult = parseResult(raw.prevResult, version);
+    } catch (e) {
+      throw new CniError(ErrorCode.DecodingFailure, `prevResult: ${(e as Error).message}`);
+    }
+  }
+  return {
+    command: verb,
+    containerId: env.CNI_CONTAINERID ?? "",
+    netns: env.CNI_NETNS ?? "",
+    ifname: env.CNI_IFNAME ?? "",
+    args: parseCniArgs(env.CNI_ARGS),
+    path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
+    config: raw as PluginRequest["config"],
+    cniVersion: version,
+    prevResult,
+    env,
+    stdin,
+  };
+}
+
+/** Formats a plugin's 1.1.0 result in the request's version, validated against that version's schema. */
+export function formatResult(result: Result, version: CniVersion): string {
+  const converted = convertResult(result, version);
+  const checked = resultSchemaFor(version).safeParse(converted);
+  if (!checked.success) {
+    throw new CniError(
+      ErrorCode.PluginFailure,
+      `plugin produced an invalid ${version} result: ${describeZodError(checked.error)}`,
+    );
+  }
+  return JSON.stringify(converted);
+}
+
+/** Runs one call of `plugin` from an environment and stdin, and says what to print and how to exit. */
+export async function handle(
+  plugin: Plugin,
+  env: Record<string, string>,
+  stdin: Uint8Array,
+): Promise<PluginOutput> {
+  const rawVerb = env.CNI_COMMAND;
+  let errorVersion: string = CURRENT_VERSION;
+  try {
+    if (!rawVerb) {
+      throw new CniError(
+        ErrorCode.InvalidEnvironment,
+        "required environment variable(s) missing: CNI_COMMAND",
+      );
+    }
+    if (!(VERBS as readonly string[]).includes(rawVerb)) {
+      throw new CniError(
+        ErrorCode.InvalidEnvironment,
+        `CNI_COMMAND "${rawVerb}" is not one of ${VERBS.join(", ")}`,
+      );
+    }
+    const verb = rawVerb as Verb;
+    if (verb === "VERSION") return { stdout: versionAnswer(plugin), exitCode: 0 };
+    const req = buildRequest(plugin, verb, env, stdin);
+    errorVersion = req.cniVersion;
+    switch (req.command) {
+      case "ADD":
+        return { stdout: formatResult(await plugin.add(req), req.cniVersion), exitCode: 0 };
+      case "DEL":
+        await plugin.del(req);
+        break;
+      case "CHECK":
+        if (!plugin.check) {
+          throw new CniError(ErrorCode.PluginFailure, `plugin ${plugin.name} does not implement CHECK`);
+        }
+        await plugin.check(req);
+        break;
+      case "STATUS":
+        await plugin.status?.(req);
+        break;
+      case "GC":
+        await plugin.gc?.(req);
+        break;
+    }
+    return { stdout: "", exitCode: 0 };
+  } catch (e) {
+    return { stdout: JSON.stringify(asCniError(e).toJSON(errorVersion)), exitCode: 1 };
+  }
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** The entry of a plugin executable: reads the real env and stdin, prints, and returns the exit code. */
+export async function runPlugin(plugin: Plugin): Promise<number> {
+  const env = Deno.env.toObject();
+  let stdin: Uint8Array = new Uint8Array();
+  if (env.CNI_COMMAND !== "VERSION") {
+    try {
+      stdin = await readAll(Deno.stdin.readable);
+    } catch (e) {
+      const err = new CniError(ErrorCode.IoFailure, `cannot read stdin: ${(e as Error).message}`);
+      console.log(JSON.stringify(err.toJSON()));
+      return 1;
+    }
+  }
+  const out = await handle(plugin, env, stdin);
+  if (out.stdout) await Deno.stdout.write(new TextEncoder().encode(out.stdout + "\n"));
+  return out.exitCode;
+}

@@ -1,0 +1,56 @@
+/**
+ * The one entry point. It only decides which mode runs, then loads that mode with a dynamic `import()` so that
+ * the shim and the plugins never load the daemon's dependencies.
+ * @module
+ */
+import process from "node:process";
+
+type Main = (args: string[]) => Promise<number>;
+
+/** Executable names that select a mode by themselves, with the module that implements each. */
+const BY_NAME: Record<string, () => Promise<{ main: Main }>> = {
+  "galaxy-sdn": () => import("./cni/shim.ts"),
+  "galaxy-veth": () => import("./cni/plugins/veth.ts"),
+  "galaxy-k8s-vlan": () => import("./cni/plugins/k8s_vlan.ts"),
+  "galaxy-underlay-veth": () => import("./cni/plugins/underlay_veth.ts"),
+  "galaxy-k8s-sriov": () => import("./cni/plugins/k8s_sriov.ts"),
+  "tke-route-eni": () => import("./cni/plugins/tke_route_eni.ts"),
+  "galaxy-flannel": () => import("./cni/plugins/flannel.ts"),
+};
+
+/** Subcommands of `galaxy`. */
+const SUBCOMMANDS: Record<string, () => Promise<{ main: Main }>> = {
+  serve: () => import("./daemon/main.ts"),
+  version: () => import("./cli/version.ts"),
+  install: () => import("./cli/install.ts"),
+  demo: () => import("./cli/demo.ts"),
+  help: () => import("./cli/usage.ts"),
+};
+
+function basename(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+async function dispatch(): Promise<number> {
+  const args = Deno.args;
+  const byName = BY_NAME[basename(process.argv0)];
+  if (byName) return (await byName()).main(args);
+
+  const [first, ...rest] = args;
+  if (first === "--version" || first === "-version") return (await SUBCOMMANDS.version()).main(rest);
+  if (first === "--help" || first === "-h") return (await SUBCOMMANDS.help()).main(rest);
+  if (first !== undefined && Object.hasOwn(SUBCOMMANDS, first)) {
+    return (await SUBCOMMANDS[first]()).main(rest);
+  }
+  // A runtime that execs us under a name we do not know (a copy, a renamed link) still gets the shim.
+  if (first === undefined && Deno.env.get("CNI_COMMAND")) return (await BY_NAME["galaxy-sdn"]()).main(args);
+
+  const { usage } = await import("./cli/usage.ts");
+  console.error(
+    first === undefined ? "galaxy: missing subcommand" : `galaxy: unknown subcommand or flag "${first}"`,
+  );
+  console.error(usage());
+  return 2;
+}
+
+Deno.exit(await dispatch());

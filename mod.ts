@@ -1,0 +1,7 @@
+/**
+ * Galaxy as a library: the CNI types and schemas, the plugin side and the runtime side.
+ * @module
+ */
+export * from "./cni/spec.ts";
+export { handle, type Plugin, type PluginRequest, runPlugin } from "./cni/skel.ts";
+export * from "./cni/invoke.ts";
