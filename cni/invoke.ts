@@ -47,6 +47,8 @@ export interface InvokeOptions {
   timeoutMs?: number;
   /** Extra environment for the plugin process (beyond the CNI variables). */
   env?: Record<string, string>;
+  /** For DEL and CHECK: the attachment's final ADD result, used instead of the cache when given. */
+  prevResult?: Result;
 }
 
 /** A plugin's answer to VERSION. */
@@ -422,7 +424,9 @@ export async function delNetworkList(
 ): Promise<void> {
   const version = listVersion(list);
   const cacheFile = cacheFilePath(options.cacheDir ?? DEFAULT_CACHE_DIR, list.name, rt);
-  const prev = versionAtLeast(version, "0.4.0") ? await cachedResult(list, rt, options) : undefined;
+  const prev = versionAtLeast(version, "0.4.0")
+    ? options.prevResult ?? await cachedResult(list, rt, options)
+    : undefined;
   for (const plugin of [...list.plugins].reverse()) {
     await execVerb(
       "DEL",
@@ -448,7 +452,7 @@ export async function checkNetworkList(
     );
   }
   if (list.disableCheck) return;
-  const prev = await cachedResult(list, rt, options);
+  const prev = options.prevResult ?? await cachedResult(list, rt, options);
   if (!prev) {
     throw new CniError(
       ErrorCode.UnknownContainer,

@@ -280,7 +280,17 @@ export async function handle(
     }
     return { stdout: "", exitCode: 0 };
   } catch (e) {
-    return { stdout: JSON.stringify(asCniError(e).toJSON(errorVersion)), exitCode: 1 };
+    return { stdout: JSON.stringify(asCniError(e).toJSON(configVersion(stdin) ?? errorVersion)), exitCode: 1 };
+  }
+}
+
+/** The `cniVersion` of a readable configuration, so that errors are written in the caller's version. */
+function configVersion(stdin: Uint8Array): string | undefined {
+  try {
+    const v = JSON.parse(new TextDecoder().decode(stdin))?.cniVersion;
+    return isSupportedVersion(v) ? v : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -309,10 +309,16 @@ function withoutKeys<T extends Json>(obj: T, keys: string[]): T {
   return copy as T;
 }
 
+/** Drops undefined values and the empty lists libcni omits (`omitempty`). */
 function compact<T extends Json>(obj: T): T {
-  for (const k of Object.keys(obj)) if (obj[k] === undefined) delete obj[k];
+  for (const k of Object.keys(obj)) {
+    const v = obj[k];
+    if (v === undefined || (Array.isArray(v) && v.length === 0 && LIST_KEYS.has(k))) delete obj[k];
+  }
   return obj;
 }
+
+const LIST_KEYS = new Set(["interfaces", "ips", "routes"]);
 
 function legacyToCurrent(r: Json): Json {
   const ips: Json[] = [];
@@ -408,7 +414,7 @@ export function convertResult(result: Json, to: CniVersion): Json {
         dns: body.dns,
       });
     case "current":
-      if (to === "1.1.0") return { cniVersion: to, ...body };
+      if (to === "1.1.0") return compact({ cniVersion: to, ...body });
       return compact({
         cniVersion: to,
         ...body,
