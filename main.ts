@@ -42,6 +42,8 @@ async function dispatch(): Promise<number> {
   if (first !== undefined && Object.hasOwn(SUBCOMMANDS, first)) {
     return (await SUBCOMMANDS[first]()).main(rest);
   }
+  // Galaxy's own manifests run the daemon as `galaxy --logtostderr=true --v=3 ...`: flags alone mean serve.
+  if (first?.startsWith("-")) return (await SUBCOMMANDS.serve()).main(args);
   // A runtime that execs us under a name we do not know (a copy, a renamed link) still gets the shim.
   if (first === undefined && Deno.env.get("CNI_COMMAND")) return (await BY_NAME["galaxy-sdn"]()).main(args);
 

@@ -49,6 +49,11 @@ export interface InvokeOptions {
   env?: Record<string, string>;
   /** For DEL and CHECK: the attachment's final ADD result, used instead of the cache when given. */
   prevResult?: Result;
+  /**
+   * For {@linkcode execVerb}: run this plugin instead of the configuration's `type`. Delegation (IPAM) uses it:
+   * the delegate reads its caller's configuration unchanged.
+   */
+  pluginType?: string;
 }
 
 /** A plugin's answer to VERSION. */
@@ -216,7 +221,7 @@ export async function execVerb(
   rt: RuntimeConf | undefined,
   options: InvokeOptions,
 ): Promise<Result | undefined> {
-  const path = findPlugin(conf.type, options.path);
+  const path = findPlugin(options.pluginType ?? conf.type, options.path);
   const outcome = await execPlugin(path, cniEnv(verb, rt, options), {
     stdin: JSON.stringify(conf),
     timeoutMs: options.timeoutMs,
@@ -230,6 +235,16 @@ export async function execVerb(
     throw new CniError(
       ErrorCode.DecodingFailure,
       `plugin ${path} printed no valid result: ${JSON.stringify(outcome.stdout.slice(0, 200))}`,
+    );
+  }
+  const claimed = (raw as { cniVersion?: unknown })?.cniVersion;
+  if (claimed !== undefined && conf.cniVersion !== undefined && claimed !== conf.cniVersion) {
+    // libcni ≥ 1.0 refuses this too: the caller asked for one format and would misread another.
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `plugin ${path} returned a ${JSON.stringify(claimed)} result for a ${
+        JSON.stringify(conf.cniVersion)
+      } config`,
     );
   }
   return parseResult(raw, conf.cniVersion as CniVersion);

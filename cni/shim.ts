@@ -53,7 +53,10 @@ async function waitReady(socket: string, deadline: number): Promise<void> {
     if (Date.now() + 200 > deadline) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new CniError(ErrorCode.TryAgainLater, `galaxy daemon at ${socket} is not ready (${reason}); try again later`);
+  throw new CniError(
+    ErrorCode.TryAgainLater,
+    `galaxy daemon at ${socket} is not ready (${reason}); try again later`,
+  );
 }
 
 /** Relays one verb to the daemon and returns the reply body of a success. */
@@ -67,7 +70,10 @@ async function relay(req: PluginRequest): Promise<string> {
     reply = await requestDaemon(socket, "/cni", { method: "POST", body, timeoutMs });
   } catch (e) {
     if (e instanceof DOMException && e.name === "TimeoutError") {
-      throw new CniError(ErrorCode.Timeout, `galaxy daemon did not answer ${req.command} within ${timeoutMs} ms`);
+      throw new CniError(
+        ErrorCode.Timeout,
+        `galaxy daemon did not answer ${req.command} within ${timeoutMs} ms`,
+      );
     }
     throw unreachable(socket, req.command, e);
   }
@@ -91,7 +97,10 @@ export const plugin: Plugin = {
     try {
       return parseResult(JSON.parse(body), "1.1.0");
     } catch (e) {
-      throw new CniError(ErrorCode.DecodingFailure, `galaxy daemon sent an invalid result: ${(e as Error).message}`);
+      throw new CniError(
+        ErrorCode.DecodingFailure,
+        `galaxy daemon sent an invalid result: ${(e as Error).message}`,
+      );
     }
   },
   async del(req) {

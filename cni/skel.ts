@@ -280,7 +280,10 @@ export async function handle(
     }
     return { stdout: "", exitCode: 0 };
   } catch (e) {
-    return { stdout: JSON.stringify(asCniError(e).toJSON(configVersion(stdin) ?? errorVersion)), exitCode: 1 };
+    return {
+      stdout: JSON.stringify(asCniError(e).toJSON(configVersion(stdin) ?? errorVersion)),
+      exitCode: 1,
+    };
   }
 }
 

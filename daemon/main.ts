@@ -1,10 +1,97 @@
 /**
- * `galaxy serve` (not built yet).
+ * `galaxy serve`: the node daemon. Start-up order: flags, logging, galaxy.json, the pod source (or standalone
+ * mode), then the socket. SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded) and exit 0.
  * @module
  */
+import { versionLine } from "../cli/version.ts";
+import { loadGalaxyConfig } from "./config.ts";
+import { FlagError, parseServeFlags, type ServeFlags, serveHelp } from "./flags.ts";
+import { handleCni, type HandlerContext } from "./handler.ts";
+import { isStandalone, KubePodSource } from "./k8s.ts";
+import { configureLogging, getLog } from "./log.ts";
+import { startServer } from "./server.ts";
 
-/** Says that `galaxy serve` is not available in this build. */
-export function main(_args: string[]): Promise<number> {
-  console.error("galaxy serve: not available in this build yet");
-  return Promise.resolve(1);
+/** How long in-flight requests may take to finish after SIGTERM. */
+const SHUTDOWN_GRACE_MS = 20_000;
+
+/** The node name: `--hostname-override`, else `MY_NODE_NAME`, else the hostname; trimmed and lower-cased. */
+export function nodeName(flags: Pick<ServeFlags, "hostnameOverride">): string {
+  return (flags.hostnameOverride || Deno.env.get("MY_NODE_NAME") || Deno.hostname()).trim().toLowerCase();
+}
+
+/** Runs the daemon until a signal stops it; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let flags: ServeFlags;
+  try {
+    const parsed = parseServeFlags(args);
+    if (parsed === "help") {
+      console.log(serveHelp());
+      return 0;
+    }
+    flags = parsed;
+  } catch (e) {
+    if (!(e instanceof FlagError)) throw e;
+    console.error(`galaxy serve: ${e.message}`);
+    console.error(serveHelp());
+    return 2;
+  }
+  if (flags.version) {
+    console.log(versionLine());
+    return 0;
+  }
+  await configureLogging(flags);
+  const log = getLog("daemon");
+  log.info(`starting ${versionLine()}`);
+
+  let ctx: HandlerContext;
+  let pods: KubePodSource | undefined;
+  try {
+    const config = await loadGalaxyConfig(flags.jsonConfigPath);
+    const node = nodeName(flags);
+    if (isStandalone(flags, Deno.env.toObject())) {
+      log.info(
+        "no --master, --kubeconfig or in-cluster environment: standalone mode, every pod gets DefaultNetworks",
+      );
+    } else {
+      pods = await KubePodSource.start(
+        { master: flags.master, kubeconfig: flags.kubeconfig },
+        node,
+        getLog("k8s"),
+      );
+    }
+    ctx = {
+      config,
+      confDir: flags.networkConfDir,
+      cniPaths: flags.cniPaths,
+      stateDir: flags.stateDir,
+      pods,
+      log: getLog("cni"),
+      pluginEnv: Deno.env.toObject(),
+    };
+  } catch (e) {
+    log.error(`cannot start: ${(e as Error).message}`);
+    await pods?.close();
+    return 1;
+  }
+
+  let stopping = false;
+  ctx.shuttingDown = () => stopping;
+  const server = startServer({
+    cni: (body) => handleCni(ctx, body),
+    notReadyReason: () => pods?.notReadyReason(),
+  }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
+  log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
+
+  const stop = new Promise<string>((resolve) => {
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      Deno.addSignalListener(signal, () => resolve(signal));
+    }
+  });
+  const signal = await stop;
+  stopping = true;
+  log.info(`${signal}: finishing in-flight requests (up to ${SHUTDOWN_GRACE_MS / 1000} s)`);
+  await server.shutdown(SHUTDOWN_GRACE_MS);
+  await pods?.close();
+  log.info("stopped");
+  return 0;
 }

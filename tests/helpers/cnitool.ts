@@ -4,7 +4,7 @@
  *
  * Usage: `cnitool.ts <add|del|check|status|gc>` with the request as JSON on stdin:
  * `{"list": {...}, "rt": {...}, "path": [...], "cacheDir": "...", "valid": [...]}`.
- * Prints the 1.1.0 result for add; on failure prints the CNI error object and exits 1.
+ * Prints the result for add in the list's version, as libcni returns it; on failure prints the CNI error object and exits 1.
  * @module
  */
 import {
@@ -13,10 +13,11 @@ import {
   checkNetworkList,
   delNetworkList,
   gcNetworkList,
+  listVersion,
   type RuntimeConf,
   statusNetworkList,
 } from "../../cni/invoke.ts";
-import { asCniError, type NetConfList } from "../../cni/spec.ts";
+import { asCniError, convertResult, type NetConfList } from "../../cni/spec.ts";
 
 interface DriverRequest {
   list: NetConfList;
@@ -31,7 +32,9 @@ const options = { path: req.path, cacheDir: req.cacheDir, timeoutMs: 30_000 };
 try {
   switch (Deno.args[0]) {
     case "add":
-      console.log(JSON.stringify(await addNetworkList(req.list, req.rt, options)));
+      console.log(
+        JSON.stringify(convertResult(await addNetworkList(req.list, req.rt, options), listVersion(req.list))),
+      );
       break;
     case "del":
       await delNetworkList(req.list, req.rt, options);

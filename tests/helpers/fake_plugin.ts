@@ -4,7 +4,7 @@
  * behaves as the configuration says:
  * - `fail`: `{code, msg}` → print that error and exit 1; `"crash"` → print to stderr and exit 3 without output;
  *   `failOn`, a list of verbs, limits `fail` to those verbs;
- * - `sleepMs`: wait that long first;
+ * - `sleepMs`: wait that long first (the record holds `start` and `end` times in ms);
  * - on ADD: print `prevResult` (or an empty 1.1.0 result) with one more interface named by `addInterface` and
  *   one more address `addAddress` on it, in the configuration's version.
  * @module
@@ -20,16 +20,12 @@ if (env.CNI_COMMAND === "VERSION") {
 }
 const conf = JSON.parse(await new Response(Deno.stdin.readable).text());
 const cniEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("CNI_")));
-if (conf.recordFile) {
-  await Deno.writeTextFile(
-    conf.recordFile,
-    JSON.stringify({ verb: env.CNI_COMMAND, env: cniEnv, conf }) + "\n",
-    {
-      append: true,
-    },
-  );
-}
+const start = Date.now();
 if (conf.sleepMs) await new Promise((r) => setTimeout(r, conf.sleepMs));
+if (conf.recordFile) {
+  const record = { verb: env.CNI_COMMAND, env: cniEnv, conf, start, end: Date.now() };
+  await Deno.writeTextFile(conf.recordFile, JSON.stringify(record) + "\n", { append: true });
+}
 const failing = conf.fail && (!conf.failOn || conf.failOn.includes(env.CNI_COMMAND));
 if (failing && conf.fail === "crash") {
   console.error("fake plugin: simulated crash");

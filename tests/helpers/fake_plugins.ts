@@ -18,7 +18,7 @@ export async function writeFakePlugins(dir: string, names: string[]): Promise<st
 
 /** The calls a fake plugin recorded, in order. */
 export async function readCalls(recordFile: string): Promise<
-  { verb: string; env: Record<string, string>; conf: Record<string, unknown> }[]
+  { verb: string; env: Record<string, string>; conf: Record<string, unknown>; start: number; end: number }[]
 > {
   try {
     return (await Deno.readTextFile(recordFile)).trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));

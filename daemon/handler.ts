@@ -1,0 +1,573 @@
+/**
+ * What the daemon does with one CNI request from the shim: a plain function from the wire request to a reply,
+ * so that tests call it directly and the HTTP server stays a thin layer.
+ *
+ * ADD finds the pod, resolves its networks, writes the state file, runs every network's plugins in order
+ * (rolling back on failure), merges the results and writes the network-status annotation. DEL, CHECK and GC
+ * work from the state file alone.
+ * @module
+ */
+import {
+  addNetworkList,
+  checkNetworkList,
+  confAsList,
+  delNetworkList,
+  findPlugin,
+  getVersionInfo,
+  type InvokeOptions,
+  type RuntimeConf,
+} from "../cni/invoke.ts";
+import { parseCniArgs, validateIfname } from "../cni/skel.ts";
+import {
+  ALL_VERSIONS,
+  asCniError,
+  CniError,
+  compareVersions,
+  ErrorCode,
+  type NetConf,
+  type NetConfList,
+  NetConfListSchema,
+  type Result,
+  versionAtLeast,
+} from "../cni/spec.ts";
+import { type CniWireRequest, CniWireRequestSchema, decodeBase64 } from "../cni/wire.ts";
+import type { GalaxyConfig } from "./config.ts";
+import { type PodLike, resolveNetworks } from "./networks.ts";
+import { listStates, readState, removeState, type StoredNetwork, writeState } from "./state.ts";
+
+/** Annotation the daemon writes after a successful ADD (Multus' format). */
+export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
+/** GC leaves alone state files younger than this, so a container in the middle of its ADD is never collected. */
+export const GC_GRACE_MS = 2 * 60_000;
+
+/** Logging as the handler needs it. */
+export interface HandlerLog {
+  /** Informational message. */
+  info(msg: string): void;
+  /** Something went wrong but the request goes on. */
+  warn(msg: string): void;
+  /** Verbose message at glog level `level`. */
+  v(level: number, msg: string): void;
+}
+
+/** Where pods come from; absent in standalone mode. */
+export interface PodSource {
+  /** The pod, from the node's cache or the apiserver; throws a CniError when it cannot be found. */
+  getPod(
+    namespace: string,
+    name: string,
+    options?: { uid?: string },
+  ): Promise<PodLike & { metadata?: { uid?: string } }>;
+  /** Writes the network-status annotation of a pod. */
+  setNetworkStatus(namespace: string, name: string, value: string): Promise<void>;
+  /** Why the source cannot serve yet, or `undefined` when it is synced. */
+  notReadyReason(): string | undefined;
+}
+
+/** Everything a request needs from the running daemon. */
+export interface HandlerContext {
+  /** galaxy.json as loaded at start. */
+  config: GalaxyConfig;
+  /** `--network-conf-dir`. */
+  confDir: string;
+  /** `--cni-paths`, searched after the runtime's CNI_PATH. */
+  cniPaths: string[];
+  /** `--state-dir`. */
+  stateDir: string;
+  /** The pod source, or `undefined` in standalone mode. */
+  pods?: PodSource;
+  /** The logger. */
+  log: HandlerLog;
+  /** Environment every plugin inherits (the daemon's own, as Galaxy does). */
+  pluginEnv?: Record<string, string>;
+  /** Per-plugin timeout. */
+  pluginTimeoutMs?: number;
+  /** Set when shutdown has begun: new ADDs are refused with code 11. */
+  shuttingDown?: () => boolean;
+}
+
+/** The reply to the shim. */
+export interface HandlerReply {
+  /** HTTP status. */
+  status: number;
+  /** A CNI 1.1.0 result, a CNI error object, or empty. */
+  body: string;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Serialization per container and version negotiation.
+
+const containerLocks = new Map<string, Promise<void>>();
+const inFlight = new Set<string>();
+
+/** Runs `fn` when no other request for `containerId` is running; requests for one container queue in order. */
+export async function withContainerLock<T>(containerId: string, fn: () => Promise<T>): Promise<T> {
+  const previous = containerLocks.get(containerId) ?? Promise.resolve();
+  let release!: () => void;
+  const current = new Promise<void>((r) => release = r);
+  const chained = previous.then(() => current);
+  containerLocks.set(containerId, chained);
+  await previous;
+  inFlight.add(containerId);
+  try {
+    return await fn();
+  } finally {
+    inFlight.delete(containerId);
+    release();
+    if (containerLocks.get(containerId) === chained) containerLocks.delete(containerId);
+  }
+}
+
+const versionCache = new Map<string, readonly string[]>();
+
+async function supportedVersionsOf(type: string, options: InvokeOptions): Promise<readonly string[]> {
+  const path = findPlugin(type, options.path);
+  const st = await Deno.stat(path);
+  const key = `${path}\u0000${st.mtime?.getTime()}\u0000${st.size}`;
+  let versions = versionCache.get(key);
+  if (!versions) {
+    versions = (await getVersionInfo(type, options)).supportedVersions;
+    versionCache.set(key, versions);
+  }
+  return versions;
+}
+
+/**
+ * Gives a list without `cniVersion`/`cniVersions` (Galaxy's galaxy.json has none) the highest version that we
+ * and every plugin of the list support, learned from their VERSION answers (cached per plugin file).
+ */
+async function negotiateVersion(list: NetConfList, options: InvokeOptions): Promise<NetConfList> {
+  if (list.cniVersion || list.cniVersions?.length) return list;
+  let common: string[] = [...ALL_VERSIONS];
+  for (const plugin of list.plugins) {
+    const theirs = await supportedVersionsOf(plugin.type, options);
+    common = common.filter((v) => theirs.includes(v));
+  }
+  const best = common.sort(compareVersions).at(-1);
+  if (!best) {
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `network "${list.name}": its plugins share no CNI version with galaxy (${ALL_VERSIONS.join(", ")})`,
+    );
+  }
+  return { ...list, cniVersion: best, plugins: list.plugins.map((p) => ({ ...p, cniVersion: best })) };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Request parsing.
+
+interface ParsedRequest {
+  command: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC";
+  containerId: string;
+  netns: string;
+  ifname: string;
+  args: [string, string][];
+  path: string[];
+  config: Record<string, unknown>;
+}
+
+const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+const REQUIRED: Record<ParsedRequest["command"], string[]> = {
+  ADD: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+  CHECK: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+  DEL: ["CNI_CONTAINERID", "CNI_IFNAME"],
+  STATUS: [],
+  GC: [],
+};
+
+function parseWire(body: string): CniWireRequest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body);
+  } catch (e) {
+    throw new CniError(ErrorCode.DecodingFailure, `request body is not JSON: ${(e as Error).message}`);
+  }
+  const checked = CniWireRequestSchema.safeParse(raw);
+  if (!checked.success) {
+    const issue = checked.error.issues[0];
+    throw new CniError(
+      ErrorCode.DecodingFailure,
+      `request body: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
+    );
+  }
+  return checked.data;
+}
+
+function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
+  const env = wire.env;
+  const command = env.CNI_COMMAND;
+  if (!command || !(command in REQUIRED)) {
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `unexpected or missing CNI_COMMAND ${JSON.stringify(command ?? "")}`,
+    );
+  }
+  const verb = command as ParsedRequest["command"];
+  const missing = REQUIRED[verb].filter((k) => !env[k]);
+  if (missing.length) throw new CniError(ErrorCode.InvalidEnvironment, `missing ${missing.join(", ")}`);
+  if (env.CNI_CONTAINERID && !CONTAINER_ID.test(env.CNI_CONTAINERID)) {
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `CNI_CONTAINERID "${env.CNI_CONTAINERID}" has invalid characters`,
+    );
+  }
+  if (REQUIRED[verb].includes("CNI_IFNAME")) {
+    const problem = validateIfname(env.CNI_IFNAME);
+    if (problem) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME ${problem}`);
+  }
+  let config: Record<string, unknown> = {};
+  if (wire.config) {
+    try {
+      config = JSON.parse(new TextDecoder().decode(decodeBase64(wire.config)));
+    } catch (e) {
+      throw new CniError(
+        ErrorCode.DecodingFailure,
+        `request config is not base64 JSON: ${(e as Error).message}`,
+      );
+    }
+  }
+  const runtimePath = (env.CNI_PATH ?? "").split(":").filter(Boolean);
+  return {
+    command: verb,
+    containerId: env.CNI_CONTAINERID ?? "",
+    netns: env.CNI_NETNS ?? "",
+    ifname: env.CNI_IFNAME ?? "",
+    args: parseCniArgs(env.CNI_ARGS),
+    path: [...runtimePath, ...cniPaths.filter((p) => !runtimePath.includes(p))],
+    config,
+  };
+}
+
+function argValue(args: [string, string][], key: string): string | undefined {
+  return args.find(([k]) => k.trim() === key)?.[1].trim();
+}
+
+/** Runtime args first, then the network's own; a later key replaces an earlier one. */
+function mergeArgs(...sets: [string, string][][]): [string, string][] {
+  const merged = new Map<string, string>();
+  for (const set of sets) for (const [k, v] of set) merged.set(k, v);
+  return [...merged];
+}
+
+function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(ctx.pluginEnv ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
+  return { path: req.path, cacheDir: `${ctx.stateDir}/cache`, timeoutMs: ctx.pluginTimeoutMs, env };
+}
+
+function storedList(stored: StoredNetwork): NetConfList {
+  const conf = stored.Conf;
+  if (Array.isArray(conf.plugins)) return NetConfListSchema.parse(conf);
+  const name = typeof conf.name === "string" && conf.name ? conf.name : stored.NetworkType;
+  return confAsList({ ...(conf as NetConf), name });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Verbs.
+
+/** Merges the networks' results: every interface, addresses with corrected interface indexes, all routes. */
+export function mergeResults(results: Result[]): Result {
+  const merged: Result = { cniVersion: "1.1.0" };
+  const interfaces: NonNullable<Result["interfaces"]> = [];
+  const ips: NonNullable<Result["ips"]> = [];
+  const routes: NonNullable<Result["routes"]> = [];
+  for (const r of results) {
+    const offset = interfaces.length;
+    interfaces.push(...(r.interfaces ?? []));
+    for (const ip of r.ips ?? []) {
+      ips.push(ip.interface === undefined ? { ...ip } : { ...ip, interface: ip.interface + offset });
+    }
+    routes.push(...(r.routes ?? []));
+  }
+  if (interfaces.length) merged.interfaces = interfaces;
+  if (ips.length) merged.ips = ips;
+  if (routes.length) merged.routes = routes;
+  if (results[0]?.dns) merged.dns = results[0].dns;
+  return merged;
+}
+
+/** One entry of the network-status annotation. */
+export interface NetworkStatusEntry {
+  /** The network name. */
+  name: string;
+  /** The interface in the pod. */
+  interface: string;
+  /** Addresses without prefix length. */
+  ips: string[];
+  /** MAC address, when the plugin reported one. */
+  mac?: string;
+  /** True for the pod's first (default) network. */
+  default: boolean;
+  /** DNS settings reported by the plugin. */
+  dns?: Result["dns"];
+}
+
+/** The network-status entry of one attachment, from its result. */
+export function networkStatusEntry(
+  name: string,
+  ifname: string,
+  result: Result,
+  isDefault: boolean,
+): NetworkStatusEntry {
+  const interfaces = result.interfaces ?? [];
+  let index = interfaces.findIndex((i) => i.name === ifname && i.sandbox);
+  if (index < 0) index = interfaces.findIndex((i) => i.name === ifname);
+  const ips = (result.ips ?? [])
+    .filter((ip) => index < 0 || ip.interface === undefined || ip.interface === index)
+    .map((ip) => ip.address.split("/")[0]);
+  const entry: NetworkStatusEntry = { name, interface: ifname, ips, default: isDefault };
+  const mac = index >= 0 ? interfaces[index].mac : undefined;
+  if (mac) entry.mac = mac;
+  if (result.dns && Object.keys(result.dns).length) entry.dns = result.dns;
+  return entry;
+}
+
+async function delNetworks(
+  ctx: HandlerContext,
+  req: ParsedRequest,
+  networks: StoredNetwork[],
+): Promise<{ failed: StoredNetwork[]; errors: string[] }> {
+  const failed: StoredNetwork[] = [];
+  const errors: string[] = [];
+  for (const stored of [...networks].reverse()) {
+    try {
+      const list = await negotiateVersion(storedList(stored), invokeOptions(ctx, req));
+      const rt: RuntimeConf = {
+        containerId: req.containerId,
+        netns: req.netns,
+        ifname: stored.IfName,
+        args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
+        capabilityArgs: stored.CapabilityArgs,
+      };
+      await delNetworkList(list, rt, { ...invokeOptions(ctx, req), prevResult: stored.Result });
+      ctx.log.v(3, `DEL ${req.containerId}: network "${stored.NetworkType}" (${stored.IfName}) removed`);
+    } catch (e) {
+      failed.unshift(stored);
+      errors.push(`network "${stored.NetworkType}": ${(e as Error).message}`);
+    }
+  }
+  return { failed, errors };
+}
+
+async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
+  const networks = await readState(ctx.stateDir, req.containerId);
+  if (!networks) return { status: 200, body: "" };
+  const { failed, errors } = await delNetworks(ctx, req, networks);
+  if (failed.length) {
+    await writeState(ctx.stateDir, req.containerId, failed);
+    throw new CniError(ErrorCode.PluginFailure, errors.join(" / "));
+  }
+  await removeState(ctx.stateDir, req.containerId);
+  return { status: 200, body: "" };
+}
+
+async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike> {
+  const namespace = argValue(req.args, "K8S_POD_NAMESPACE");
+  const name = argValue(req.args, "K8S_POD_NAME");
+  if (!namespace || !name) {
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `CNI_ARGS: missing ${!namespace ? "K8S_POD_NAMESPACE" : "K8S_POD_NAME"}`,
+    );
+  }
+  if (!ctx.pods) return { metadata: { namespace, name } };
+  const uid = argValue(req.args, "K8S_POD_UID");
+  const pod = await ctx.pods.getPod(namespace, name, { uid });
+  if (uid && pod.metadata?.uid && pod.metadata.uid !== uid) {
+    throw new CniError(
+      ErrorCode.PluginFailure,
+      `pod ${namespace}/${name}: the runtime asked for UID ${uid}, the apiserver has ${pod.metadata.uid}`,
+    );
+  }
+  return pod;
+}
+
+async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
+  if (ctx.shuttingDown?.()) {
+    throw new CniError(ErrorCode.TryAgainLater, "galaxy daemon is shutting down; try again later");
+  }
+  const pod = await getPod(ctx, req);
+  const resolved = await resolveNetworks(pod, req.ifname, ctx.config, {
+    confDir: ctx.confDir,
+    warn: (m) => ctx.log.warn(m),
+  });
+  const options = invokeOptions(ctx, req);
+  const capabilityArgs = (req.config.runtimeConfig ?? {}) as Record<string, unknown>;
+
+  // Leftovers of an ADD that never finished (daemon crash, runtime retry without DEL) are removed first.
+  const leftover = await readState(ctx.stateDir, req.containerId).catch(() => undefined);
+  if (leftover?.length) {
+    ctx.log.warn(`ADD ${req.containerId}: removing ${leftover.length} network(s) left by an earlier ADD`);
+    const { errors } = await delNetworks(ctx, req, leftover);
+    if (errors.length) {
+      throw new CniError(ErrorCode.TryAgainLater, `cleanup of an earlier ADD failed: ${errors.join(" / ")}`);
+    }
+  }
+
+  const stored: StoredNetwork[] = [];
+  for (const net of resolved) {
+    const list = await negotiateVersion(net.list, options);
+    stored.push({
+      NetworkType: net.name,
+      Args: Object.fromEntries(net.args),
+      Conf: net.isList ? list : { ...list.plugins[0], name: list.name, cniVersion: list.cniVersion },
+      IfName: net.ifname,
+      CapabilityArgs: { ...capabilityArgs, ...net.capabilityArgs },
+    });
+  }
+  await writeState(ctx.stateDir, req.containerId, stored);
+
+  const results: Result[] = [];
+  for (const [i, net] of stored.entries()) {
+    try {
+      const rt: RuntimeConf = {
+        containerId: req.containerId,
+        netns: req.netns,
+        ifname: net.IfName,
+        args: mergeArgs(req.args, Object.entries(net.Args)),
+        capabilityArgs: net.CapabilityArgs,
+      };
+      const result = await addNetworkList(storedList(net), rt, options);
+      net.Result = result;
+      results.push(result);
+      await writeState(ctx.stateDir, req.containerId, stored);
+      ctx.log.v(3, `ADD ${req.containerId}: network "${net.NetworkType}" up as ${net.IfName}`);
+    } catch (e) {
+      const err = asCniError(e);
+      const { failed, errors } = await delNetworks(ctx, req, stored.slice(0, i + 1));
+      if (failed.length) {
+        await writeState(ctx.stateDir, req.containerId, failed);
+        ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
+      } else {
+        await removeState(ctx.stateDir, req.containerId);
+      }
+      const source = resolved[i].isList ? "" : ` plugin ${resolved[i].list.plugins[0].type}:`;
+      throw new CniError(err.code, `network "${net.NetworkType}":${source} ${err.message}`, err.details);
+    }
+  }
+
+  const merged = mergeResults(results);
+  if (ctx.pods) {
+    const status = stored.map((net, i) =>
+      networkStatusEntry(net.NetworkType, net.IfName, net.Result!, i === 0)
+    );
+    const namespace = pod.metadata!.namespace!;
+    const name = pod.metadata!.name!;
+    try {
+      await ctx.pods.setNetworkStatus(namespace, name, JSON.stringify(status));
+    } catch (e) {
+      ctx.log.warn(
+        `pod ${namespace}/${name}: cannot write ${NETWORK_STATUS_ANNOTATION}: ${(e as Error).message}`,
+      );
+    }
+  }
+  return { status: 200, body: JSON.stringify(merged) };
+}
+
+async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
+  const networks = await readState(ctx.stateDir, req.containerId);
+  if (!networks) {
+    throw new CniError(ErrorCode.UnknownContainer, `no galaxy state for container ${req.containerId}`);
+  }
+  const options = invokeOptions(ctx, req);
+  for (const stored of networks) {
+    if (!stored.Result) {
+      throw new CniError(ErrorCode.PluginFailure, `network "${stored.NetworkType}" never finished its ADD`);
+    }
+    const list = await negotiateVersion(storedList(stored), options);
+    if (!versionAtLeast(list.cniVersion ?? "0.1.0", "0.4.0")) continue; // CHECK does not exist before 0.4.0
+    const rt: RuntimeConf = {
+      containerId: req.containerId,
+      netns: req.netns,
+      ifname: stored.IfName,
+      args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
+      capabilityArgs: stored.CapabilityArgs,
+    };
+    try {
+      await checkNetworkList(list, rt, { ...options, prevResult: stored.Result });
+    } catch (e) {
+      const err = asCniError(e);
+      throw new CniError(err.code, `network "${stored.NetworkType}": ${err.message}`, err.details);
+    }
+  }
+  return { status: 200, body: "" };
+}
+
+function cmdStatus(ctx: HandlerContext): HandlerReply {
+  if (ctx.shuttingDown?.()) throw new CniError(ErrorCode.NotAvailable, "galaxy daemon is shutting down");
+  const reason = ctx.pods?.notReadyReason();
+  if (reason) throw new CniError(ErrorCode.NotAvailable, `galaxy daemon is not ready: ${reason}`);
+  return { status: 200, body: "" };
+}
+
+async function cmdGc(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
+  const valid = req.config["cni.dev/valid-attachments"];
+  if (!Array.isArray(valid)) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      "GC needs cni.dev/valid-attachments in the configuration",
+    );
+  }
+  const keep = new Set(valid.map((a) => String((a as { containerID?: unknown }).containerID)));
+  const errors: string[] = [];
+  for (const { containerId, mtime } of await listStates(ctx.stateDir)) {
+    if (keep.has(containerId) || inFlight.has(containerId)) continue;
+    if (Date.now() - mtime.getTime() < GC_GRACE_MS) continue;
+    await withContainerLock(containerId, async () => {
+      try {
+        await cmdDel(ctx, { ...req, command: "DEL", containerId, netns: "", ifname: "" });
+        ctx.log.info(`GC: removed the networks of container ${containerId}`);
+      } catch (e) {
+        errors.push(`${containerId}: ${(e as Error).message}`);
+      }
+    });
+  }
+  if (errors.length) throw new CniError(ErrorCode.PluginFailure, `GC errors: ${errors.join("; ")}`);
+  return { status: 200, body: "" };
+}
+
+function errorReply(err: CniError, status: number): HandlerReply {
+  return { status, body: JSON.stringify(err.toJSON()) };
+}
+
+/** Handles one wire request body and never throws: every failure becomes a CNI error object. */
+export async function handleCni(ctx: HandlerContext, body: string): Promise<HandlerReply> {
+  let req: ParsedRequest;
+  try {
+    req = parseRequest(parseWire(body), ctx.cniPaths);
+  } catch (e) {
+    return errorReply(asCniError(e), 400);
+  }
+  const started = performance.now();
+  try {
+    let reply: HandlerReply;
+    switch (req.command) {
+      case "ADD":
+        reply = await withContainerLock(req.containerId, () => cmdAdd(ctx, req));
+        break;
+      case "DEL":
+        reply = await withContainerLock(req.containerId, () => cmdDel(ctx, req));
+        break;
+      case "CHECK":
+        reply = await withContainerLock(req.containerId, () => cmdCheck(ctx, req));
+        break;
+      case "STATUS":
+        reply = cmdStatus(ctx);
+        break;
+      case "GC":
+        reply = await cmdGc(ctx, req);
+        break;
+    }
+    ctx.log.v(2, `${req.command} ${req.containerId} ok in ${(performance.now() - started).toFixed(1)} ms`);
+    return reply;
+  } catch (e) {
+    const err = asCniError(e);
+    ctx.log.warn(`${req.command} ${req.containerId} failed (code ${err.code}): ${err.message}`);
+    return errorReply(err, 500);
+  }
+}
+
+/** Used by tests: the negotiated-version cache and lock tables start empty. */
+export function resetHandlerCaches(): void {
+  versionCache.clear();
+}

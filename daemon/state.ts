@@ -1,0 +1,81 @@
+/**
+ * The per-container state file `<state-dir>/<containerID>`: Galaxy's JSON array of
+ * `{"NetworkType", "Args", "Conf", "IfName"}`, extended with each network's `Result` once it has one. It is
+ * written atomically before the first plugin runs, so a crash at any point leaves what DEL needs.
+ * @module
+ */
+import { writeFileAtomic } from "../cni/invoke.ts";
+import type { Result } from "../cni/spec.ts";
+
+/** One network of one container, as stored. */
+export interface StoredNetwork {
+  /** The network's name (Galaxy's field name). */
+  NetworkType: string;
+  /** CNI_ARGS the network's plugins were given, as an object. */
+  Args: Record<string, string>;
+  /** The network's configuration: one plugin's conf, or a whole list (with `plugins`). */
+  Conf: Record<string, unknown>;
+  /** The interface name in the container. */
+  IfName: string;
+  /** Capability arguments the network was given (ours). */
+  CapabilityArgs?: Record<string, unknown>;
+  /** The network's ADD result in the 1.1.0 shape, once it succeeded (ours). */
+  Result?: Result;
+}
+
+/** The file of one container. */
+export function statePath(stateDir: string, containerId: string): string {
+  return `${stateDir.replace(/\/+$/, "")}/${containerId}`;
+}
+
+/** Writes a container's networks atomically (folder 0700, file 0600). */
+export async function writeState(
+  stateDir: string,
+  containerId: string,
+  networks: StoredNetwork[],
+): Promise<void> {
+  await writeFileAtomic(statePath(stateDir, containerId), JSON.stringify(networks));
+}
+
+/**
+ * Reads a container's networks; `undefined` when there is no file. A file that cannot be parsed throws, so
+ * that DEL reports it instead of silently leaking what it describes.
+ */
+export async function readState(stateDir: string, containerId: string): Promise<StoredNetwork[] | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(statePath(stateDir, containerId));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  const parsed = JSON.parse(text);
+  if (!Array.isArray(parsed)) {
+    throw new Error(`state file ${statePath(stateDir, containerId)} is not a JSON array`);
+  }
+  return parsed as StoredNetwork[];
+}
+
+/** Removes a container's file; a missing file is fine. */
+export async function removeState(stateDir: string, containerId: string): Promise<void> {
+  try {
+    await Deno.remove(statePath(stateDir, containerId));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+/** Container IDs that have a state file, with the file's modification time. */
+export async function listStates(stateDir: string): Promise<{ containerId: string; mtime: Date }[]> {
+  const found: { containerId: string; mtime: Date }[] = [];
+  try {
+    for await (const e of Deno.readDir(stateDir)) {
+      if (!e.isFile || e.name.includes(".tmp-")) continue;
+      const st = await Deno.stat(`${stateDir}/${e.name}`).catch(() => undefined);
+      if (st) found.push({ containerId: e.name, mtime: st.mtime ?? new Date(0) });
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return found;
+}

@@ -1,0 +1,141 @@
+/**
+ * A fake Kubernetes apiserver for e2e tests, run as its own process inside a test's node namespace so that the
+ * daemon reaches it on that namespace's loopback. It speaks real HTTP to the real client-node: pod list and
+ * watch (with `fieldSelector=spec.nodeName=...`), GET and merge PATCH of a pod.
+ *
+ * The test controls it through a unix socket (reachable from any namespace): `PUT /pods` stores a pod,
+ * `DELETE /pods/<ns>/<name>` removes one, `GET /patches` lists the PATCH bodies received, `GET /requests` the
+ * request lines. Usage: `fake_apiserver.ts <control-socket> <port-file>`; the TCP port is written to the file.
+ * @module
+ */
+
+type Pod = {
+  metadata: {
+    name: string;
+    namespace: string;
+    uid?: string;
+    resourceVersion?: string;
+    annotations?: Record<string, string>;
+  };
+  spec?: { nodeName?: string; [k: string]: unknown };
+  [k: string]: unknown;
+};
+
+const [controlSocket, portFile] = Deno.args;
+const pods = new Map<string, Pod>();
+const patches: { namespace: string; name: string; body: unknown }[] = [];
+const requests: string[] = [];
+const watchers = new Set<{ node?: string; push: (line: string) => void }>();
+let resourceVersion = 1;
+const encoder = new TextEncoder();
+
+function nodeOf(url: URL): string | undefined {
+  const selector = url.searchParams.get("fieldSelector") ?? "";
+  return /spec\.nodeName=([^,]+)/.exec(selector)?.[1];
+}
+
+function notify(type: string, pod: Pod): void {
+  for (const w of watchers) {
+    if (!w.node || pod.spec?.nodeName === w.node) w.push(JSON.stringify({ type, object: pod }) + "\n");
+  }
+}
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+}
+
+function notFound(name: string): Response {
+  return json(404, {
+    kind: "Status",
+    apiVersion: "v1",
+    status: "Failure",
+    message: `pods "${name}" not found`,
+    reason: "NotFound",
+    code: 404,
+  });
+}
+
+function store(pod: Pod): Pod {
+  pod.metadata.resourceVersion = String(++resourceVersion);
+  pod.metadata.uid ??= crypto.randomUUID();
+  const key = `${pod.metadata.namespace}/${pod.metadata.name}`;
+  const existed = pods.has(key);
+  pods.set(key, pod);
+  notify(existed ? "MODIFIED" : "ADDED", pod);
+  return pod;
+}
+
+function watch(url: URL, signal: AbortSignal): Response {
+  let watcher: { node?: string; push: (line: string) => void };
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      watcher = { node: nodeOf(url), push: (line) => controller.enqueue(encoder.encode(line)) };
+      watchers.add(watcher);
+      signal.addEventListener("abort", () => {
+        watchers.delete(watcher);
+        try {
+          controller.close();
+        } catch {
+          // already closed
+        }
+      });
+    },
+    cancel() {
+      watchers.delete(watcher);
+    },
+  });
+  return new Response(body, { headers: { "content-type": "application/json" } });
+}
+
+async function apiserver(req: Request): Promise<Response> {
+  const url = new URL(req.url);
+  requests.push(`${req.method} ${url.pathname}${url.search}`);
+  if (url.pathname === "/api/v1/pods" && req.method === "GET") {
+    if (url.searchParams.get("watch") === "true") return watch(url, req.signal);
+    const node = nodeOf(url);
+    const items = [...pods.values()].filter((p) => !node || p.spec?.nodeName === node);
+    return json(200, {
+      kind: "PodList",
+      apiVersion: "v1",
+      metadata: { resourceVersion: String(resourceVersion) },
+      items,
+    });
+  }
+  const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname);
+  if (m) {
+    const [, namespace, name] = m;
+    const pod = pods.get(`${namespace}/${name}`);
+    if (!pod) return notFound(name);
+    if (req.method === "GET") return json(200, pod);
+    if (req.method === "PATCH") {
+      const body = await req.json();
+      patches.push({ namespace, name, body });
+      const annotations = body?.metadata?.annotations ?? {};
+      pod.metadata.annotations = { ...(pod.metadata.annotations ?? {}), ...annotations };
+      return json(200, store(pod));
+    }
+  }
+  return json(404, { kind: "Status", status: "Failure", message: `no route ${url.pathname}`, code: 404 });
+}
+
+async function control(req: Request): Promise<Response> {
+  const url = new URL(req.url);
+  if (url.pathname === "/pods" && req.method === "PUT") return json(200, store(await req.json()));
+  const m = /^\/pods\/([^/]+)\/([^/]+)$/.exec(url.pathname);
+  if (m && req.method === "DELETE") {
+    const pod = pods.get(`${m[1]}/${m[2]}`);
+    if (pod) {
+      pods.delete(`${m[1]}/${m[2]}`);
+      notify("DELETED", pod);
+    }
+    return json(200, {});
+  }
+  if (url.pathname === "/patches") return json(200, patches);
+  if (url.pathname === "/requests") return json(200, requests);
+  return json(404, {});
+}
+
+const api = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, apiserver);
+Deno.serve({ path: controlSocket, onListen: () => {} }, control);
+await Deno.writeTextFile(`${portFile}.tmp`, String(api.addr.port));
+await Deno.rename(`${portFile}.tmp`, portFile);
