@@ -23,6 +23,7 @@ const SUBCOMMANDS: Record<string, () => Promise<{ main: Main }>> = {
   serve: () => import("./daemon/main.ts"),
   version: () => import("./cli/version.ts"),
   install: () => import("./cli/install.ts"),
+  healthcheck: () => import("./cli/healthcheck.ts"),
   demo: () => import("./cli/demo.ts"),
   help: () => import("./cli/usage.ts"),
 };

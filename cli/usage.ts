@@ -8,11 +8,12 @@ export function usage(): string {
   return `Usage: galaxy <subcommand> [flags]
 
 Subcommands:
-  serve      run the node daemon (see "galaxy serve --help")
-  version    print the version (also "galaxy --version")
-  install    put the executable, its plugin names and the CNI config in place
-  demo       build two pods in throwaway namespaces and show that they talk
-  help       print this text
+  serve        run the node daemon (see "galaxy serve --help")
+  version      print the version (also "galaxy --version")
+  install      put the executable, its plugin names and the CNI config in place (--uninstall reverses it)
+  healthcheck  ask the daemon whether it is ready (exit 0/1), for probes
+  demo         build two pods in throwaway namespaces and show that they talk
+  help         print this text
 
 Run under one of these names (a link to this executable), it is a CNI plugin:
   galaxy-sdn            the CNI shim that relays to "galaxy serve"
