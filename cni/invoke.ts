@@ -6,17 +6,17 @@
  */
 import {
   CniError,
-  CniErrorSchema,
   type CniVersion,
   convertResult,
   ErrorCode,
+  isCniErrorObject,
   type NetConf,
   type NetConfList,
   parseResult,
   type Result,
   selectVersion,
   versionAtLeast,
-} from "./spec.ts";
+} from "./version.ts";
 
 /** libcni's default cache directory. */
 export const DEFAULT_CACHE_DIR = "/var/lib/cni";
@@ -164,8 +164,8 @@ function errorFromOutcome(pluginPath: string, outcome: ExecOutcome): CniError {
   const text = outcome.stdout.trim();
   if (text) {
     try {
-      const parsed = CniErrorSchema.safeParse(JSON.parse(text));
-      if (parsed.success) return new CniError(parsed.data.code, parsed.data.msg, parsed.data.details);
+      const parsed = JSON.parse(text);
+      if (isCniErrorObject(parsed)) return new CniError(parsed.code, parsed.msg, parsed.details);
     } catch {
       // not JSON: fall through
     }

@@ -5,7 +5,7 @@
  */
 import { execVerb } from "./invoke.ts";
 import type { PluginRequest } from "./skel.ts";
-import { CniError, ErrorCode, type Result } from "./spec.ts";
+import { CniError, ErrorCode, type Result } from "./version.ts";
 
 /** One address handed out by galaxy-ipam (`constant.IPInfo`). */
 export interface IpInfo {

@@ -7,7 +7,7 @@
  * @module
  */
 import { type Plugin, type PluginRequest, runPlugin } from "./skel.ts";
-import { CniError, CniErrorSchema, ErrorCode, parseResult, type Result } from "./spec.ts";
+import { CniError, ErrorCode, isCniErrorObject, parseResult, type Result } from "./version.ts";
 import { DEFAULT_SOCKET_PATH, encodeBase64, requestDaemon } from "./wire.ts";
 
 const DEFAULT_TIMEOUT_SECONDS = 120;
@@ -84,8 +84,7 @@ async function relay(req: PluginRequest): Promise<string> {
   } catch {
     parsed = undefined;
   }
-  const err = CniErrorSchema.safeParse(parsed);
-  if (err.success) throw new CniError(err.data.code, err.data.msg, err.data.details);
+  if (isCniErrorObject(parsed)) throw new CniError(parsed.code, parsed.msg, parsed.details);
   throw new CniError(ErrorCode.PluginFailure, `galaxy returns HTTP ${reply.status}: ${reply.body.trim()}`);
 }
 

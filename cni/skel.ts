@@ -7,19 +7,18 @@
 import {
   ALL_VERSIONS,
   asCniError,
+  checkResult,
   CniError,
   type CniVersion,
   convertResult,
   CURRENT_VERSION,
-  describeZodError,
   ErrorCode,
   isSupportedVersion,
-  NetConfSchema,
+  netConfProblem,
   parseResult,
   type Result,
-  resultSchemaFor,
   versionAtLeast,
-} from "./spec.ts";
+} from "./version.ts";
 
 /** The verbs of CNI 1.1. */
 export type Verb = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
@@ -188,12 +187,9 @@ export function buildRequest(
       `config version "${version}" does not allow ${verb} (needs 1.1.0)`,
     );
   }
-  const checked = NetConfSchema.safeParse(raw);
-  if (!checked.success) {
-    throw new CniError(
-      ErrorCode.InvalidNetworkConfig,
-      `invalid network configuration: ${describeZodError(checked.error)}`,
-    );
+  const confProblem = netConfProblem(raw);
+  if (confProblem) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network configuration: ${confProblem}`);
   }
   if (!raw.name) {
     throw new CniError(ErrorCode.InvalidNetworkConfig, "invalid network configuration: name: missing");
@@ -221,14 +217,15 @@ export function buildRequest(
   };
 }
 
-/** Formats a plugin's 1.1.0 result in the request's version, validated against that version's schema. */
+/** Formats a plugin's 1.1.0 result in the request's version, checked against that version's shape. */
 export function formatResult(result: Result, version: CniVersion): string {
   const converted = convertResult(result, version);
-  const checked = resultSchemaFor(version).safeParse(converted);
-  if (!checked.success) {
+  try {
+    checkResult(converted, version);
+  } catch (e) {
     throw new CniError(
       ErrorCode.PluginFailure,
-      `plugin produced an invalid ${version} result: ${describeZodError(checked.error)}`,
+      `plugin produced an invalid ${version} result: ${(e as Error).message}`,
     );
   }
   return JSON.stringify(converted);

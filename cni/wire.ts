@@ -4,18 +4,16 @@
  * reply is a CNI 1.1.0 result (200, possibly empty) or a CNI error object (4xx/5xx).
  * @module
  */
-import { z } from "zod";
-
 /** Where the daemon listens unless told otherwise. */
 export const DEFAULT_SOCKET_PATH = "/var/run/galaxy/galaxy.sock";
 
 /** The request body the shim sends. */
-export const CniWireRequestSchema = z.object({
-  env: z.record(z.string(), z.string()),
-  config: z.string().optional(),
-});
-/** The request body the shim sends. */
-export type CniWireRequest = z.infer<typeof CniWireRequestSchema>;
+export interface CniWireRequest {
+  /** The shim's whole environment (CNI_* among it). */
+  env: Record<string, string>;
+  /** Base64 of the CNI configuration the runtime gave the shim on stdin. */
+  config?: string;
+}
 
 /** Base64 of raw bytes (Go's encoding of `[]byte`). */
 export function encodeBase64(bytes: Uint8Array): string {

@@ -30,7 +30,14 @@ import {
   type Result,
   versionAtLeast,
 } from "../cni/spec.ts";
-import { type CniWireRequest, CniWireRequestSchema, decodeBase64 } from "../cni/wire.ts";
+import { type CniWireRequest, decodeBase64 } from "../cni/wire.ts";
+import { z } from "zod";
+
+/** The shim's request body, validated at the daemon's edge. */
+const CniWireRequestSchema = z.object({
+  env: z.record(z.string(), z.string()),
+  config: z.string().optional(),
+});
 import type { GalaxyConfig } from "./config.ts";
 import { type PodLike, resolveNetworks } from "./networks.ts";
 import { listStates, readState, removeState, type StoredNetwork, writeState } from "./state.ts";

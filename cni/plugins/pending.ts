@@ -4,7 +4,7 @@
  * @module
  */
 import type { Plugin } from "../skel.ts";
-import { CniError, ErrorCode } from "../spec.ts";
+import { CniError, ErrorCode } from "../version.ts";
 
 /** A {@linkcode Plugin} named `name` whose every verb fails with code 50 (not available). */
 export function pendingPlugin(name: string): Plugin {

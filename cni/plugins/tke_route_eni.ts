@@ -1,12 +1,293 @@
 /**
- * The tke-route-eni CNI plugin (not built yet: it answers VERSION and refuses other verbs).
+ * tke-route-eni (galaxy-behaviour.md §3.6): a veth `eni<11 hex of sha1(namespace.pod)>` (node) ↔ `CNI_IFNAME`
+ * (pod); the pod gets its address as /32, the gateway 169.254.1.1 (link route, default route with the pod's
+ * address as source, permanent neighbour to the host end's MAC); the node gets a host route `<ip>/32 dev
+ * eni…` and two policy rules: `to <ip> lookup main priority 512` and, unless `routeTable` is 0,
+ * `from <ip> lookup <routeTable> priority 1536`, which sends the pod's traffic out through the ENI's table.
+ *
+ * Decisions beyond Galaxy:
+ * - A failed ADD removes the veth, route and rules it made and releases delegated IPAM.
+ * - A re-ADD after a crash takes over the leftovers: rules with the same selectors and priority are replaced,
+ *   the host route is replaced, a stale pod-side temporary veth is deleted.
+ * - A host veth of the same name whose peer is in another live namespace is deleted, as Galaxy did: the name
+ *   comes from the pod's namespace and name, and Kubernetes runs at most one pod of a name, so that peer is
+ *   an older sandbox of this pod that is dead or being torn down; refusing would block the new sandbox until
+ *   then, forever if the old namespace leaked. To keep the old sandbox's later DEL from hurting the new one,
+ *   DEL deletes the host veth only when its MAC is the one in its own `prevResult`, and leaves the rules of
+ *   an address that is still routed through a live link.
+ * - DEL finds the address in `prevResult`, else in `ipinfos`, else on the pod interface before deleting it
+ *   (IPAM cannot say without a new ADD, which would be wrong); without one it removes the interface only and
+ *   says so on stderr. Delegated IPAM is released (Galaxy never did).
  * @module
  */
-import { type Plugin, runPlugin } from "../skel.ts";
-import { pendingPlugin } from "./pending.ts";
+import { z } from "zod";
+import { getLink, validateIfName } from "../../netops/ip.ts";
+import { allocate, cniArg, parseIpInfos } from "../ipam.ts";
+import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
+import { CniError, describeZodError, DnsSchema, ErrorCode, type Result } from "../spec.ts";
+import {
+  addHostRoute,
+  configurePodInterface,
+  createVethPair,
+  deleteHostRules,
+  deletePodInterface,
+  eniVethName,
+  firstIpv4,
+  forwardToIpam,
+  hostRouteFor,
+  interfaceIndex,
+  ipv4Of,
+  kernelError,
+  logLine,
+  mergeResult,
+  POD_GATEWAY,
+  prepareVethNames,
+  releaseDelegated,
+  removeHostLink,
+  replaceHostRules,
+  type RuleKey,
+  tempPeerName,
+  verifyAttachment,
+  withRollback,
+} from "./link.ts";
+
+/** tke-route-eni's own configuration keys. */
+export interface TkeRouteEniConf {
+  /** The node's ENI interface, which must exist (default `eth1`). */
+  eni: string;
+  /** The table of the from-pod rule (default 1); 0 disables that rule. */
+  routeTable: number;
+}
+
+const NAME = "tke-route-eni";
+/** Priority of `to <ip> lookup main`. */
+const TO_POD_PRIORITY = 512;
+/** Priority of `from <ip> lookup <routeTable>`. */
+const FROM_POD_PRIORITY = 1536;
+
+const ConfSchema = z.looseObject({
+  eni: z.string().refine((s) => {
+    try {
+      validateIfName(s);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "must be an interface name of 1–15 characters").optional(),
+  routeTable: z.number().int().min(0).max(0xffffffff).nullable().optional(),
+  dns: DnsSchema.optional(),
+});
+
+function parseConf(req: PluginRequest): TkeRouteEniConf & { dns?: Result["dns"] } {
+  const parsed = ConfSchema.safeParse(req.config);
+  if (!parsed.success) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `${NAME}: invalid config: ${describeZodError(parsed.error)}`,
+    );
+  }
+  return { eni: parsed.data.eni ?? "eth1", routeTable: parsed.data.routeTable ?? 1, dns: parsed.data.dns };
+}
+
+/** The host veth name from K8S_POD_NAMESPACE and K8S_POD_NAME, or `undefined` when either is missing. */
+function hostName(req: PluginRequest): string | undefined {
+  const namespace = cniArg(req, "K8S_POD_NAMESPACE");
+  const pod = cniArg(req, "K8S_POD_NAME");
+  return namespace && pod ? eniVethName(namespace, pod) : undefined;
+}
+
+function requireHostName(req: PluginRequest): string {
+  const name = hostName(req);
+  if (!name) {
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `${NAME}: CNI_ARGS must carry K8S_POD_NAMESPACE and K8S_POD_NAME (the host veth is named after them)`,
+    );
+  }
+  return name;
+}
+
+async function requireEni(eni: string): Promise<void> {
+  let link;
+  try {
+    link = await getLink(null, eni);
+  } catch (err) {
+    throw kernelError(err, `${NAME}: look up eni ${eni}`);
+  }
+  if (!link) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `${NAME}: config "eni": interface "${eni}" does not exist in the node's network namespace ` +
+        `(set "eni" to the node's ENI interface; the default is eth1)`,
+    );
+  }
+}
+
+function ruleKeys(ip: string, routeTable: number): RuleKey[] {
+  const keys: RuleKey[] = [{ to: `${ip}/32`, priority: TO_POD_PRIORITY, table: "main" }];
+  if (routeTable > 0) keys.push({ from: `${ip}/32`, priority: FROM_POD_PRIORITY, table: routeTable });
+  return keys;
+}
+
+/** ADD: the veth, both sides, the host route and the rules; everything is undone when a step fails. */
+export async function add(req: PluginRequest): Promise<Result> {
+  const conf = parseConf(req);
+  const host = requireHostName(req);
+  const netns = req.netns;
+  await requireEni(conf.eni);
+  let peer: string;
+  try {
+    peer = tempPeerName(req.containerId);
+  } catch (err) {
+    throw kernelError(err, NAME);
+  }
+  await prepareVethNames({
+    netns,
+    ifname: req.ifname,
+    hostName: host,
+    peerName: peer,
+    foreignPeer: "delete",
+    plugin: NAME,
+  });
+  const alloc = await allocate(req);
+  return await withRollback(NAME, async (undo) => {
+    if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
+    const v4 = firstIpv4(alloc.result);
+    if (!v4) throw new CniError(ErrorCode.PluginFailure, `${NAME}: no IPv4 address to configure`);
+    const hostLink = await createVethPair(host, peer, { netns });
+    undo.push(`delete ${host}`, () => removeHostLink(host));
+    const podLink = await configurePodInterface(netns, {
+      current: peer,
+      ifname: req.ifname,
+      addresses: [`${v4.ip}/32`],
+      routes: [{ dst: `${POD_GATEWAY}/32`, scope: "link" }, { dst: "default", gw: POD_GATEWAY, src: v4.ip }],
+      neighbours: [{ ip: POD_GATEWAY, lladdr: hostLink.address! }],
+    });
+    await addHostRoute(v4.ip, host, { plugin: NAME });
+    const keys = ruleKeys(v4.ip, conf.routeTable);
+    undo.push("delete policy rules", () => deleteHostRules(keys));
+    await replaceHostRules(keys.map((k) => ({ ...k, table: k.table! })));
+    const ours: Result = {
+      cniVersion: "1.1.0",
+      interfaces: [
+        { name: host, mac: hostLink.address },
+        { name: req.ifname, mac: podLink.address, sandbox: netns },
+      ],
+      ips: [{ address: `${v4.ip}/32`, gateway: POD_GATEWAY, interface: 1 }],
+      routes: [{ dst: `${POD_GATEWAY}/32` }, { dst: "0.0.0.0/0", gw: POD_GATEWAY }],
+    };
+    if (conf.dns) ours.dns = conf.dns;
+    return mergeResult(req.prevResult, ours);
+  });
+}
+
+/** The address DEL works on: prevResult, then ipinfos; `undefined` when neither has one. */
+function knownIp(req: PluginRequest): string | undefined {
+  const fromPrev = ipv4Of(req.prevResult, req.ifname, req.netns);
+  if (fromPrev) return fromPrev;
+  try {
+    return parseIpInfos(req)?.[0]?.ip.split("/")[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * DEL: the pod interface (its host end dies with it), the host veth when `prevResult` proves it is ours, the
+ * rules of the address unless a live link still routes it, then IPAM, released whatever happened before.
+ */
+export async function del(req: PluginRequest): Promise<void> {
+  let failure: unknown;
+  try {
+    let ip = knownIp(req);
+    const pod = await deletePodInterface(req.netns, req.ifname, { kind: "veth", collectIpv4: !ip });
+    if (pod.outcome === "foreign") logLine(NAME, `${req.ifname} in ${req.netns} is not a veth; left alone`);
+    ip ??= pod.ipv4[0]?.split("/")[0];
+    const host = hostName(req);
+    if (host) {
+      const index = interfaceIndex(req.prevResult, host);
+      const mac = index >= 0 ? req.prevResult?.interfaces?.[index].mac : undefined;
+      if ((await removeHostLink(host, { mac, requireMac: true })) === "kept") {
+        logLine(NAME, `host veth ${host} is not proven to be this attachment's (no or another MAC); kept`);
+      }
+    }
+    if (!ip) {
+      logLine(
+        NAME,
+        `DEL of ${req.containerId}/${req.ifname}: the address is unknown (no prevResult, no ipinfos, no interface); ` +
+          `removed the interface only, its host route and rules (priority ${TO_POD_PRIORITY}/${FROM_POD_PRIORITY}) stay`,
+      );
+    } else {
+      const route = await hostRouteFor(ip).catch((err) => {
+        throw kernelError(err, `${NAME}: host route of ${ip}`);
+      });
+      if (route) {
+        logLine(
+          NAME,
+          `${ip} is still routed through ${route.dev ?? "another route"}; its route and rules are kept`,
+        );
+      } else {
+        await deleteHostRules([
+          { to: `${ip}/32`, priority: TO_POD_PRIORITY },
+          { from: `${ip}/32`, priority: FROM_POD_PRIORITY },
+        ]);
+      }
+    }
+  } catch (err) {
+    failure = err;
+  }
+  try {
+    await releaseDelegated(req);
+  } catch (err) {
+    failure ??= err;
+  }
+  if (failure !== undefined) throw kernelError(failure, NAME);
+}
+
+/** CHECK: the pod interface, address, gateway routes and neighbour, host veth, host route and rules. */
+export async function check(req: PluginRequest): Promise<void> {
+  const conf = parseConf(req);
+  const prev = req.prevResult;
+  if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: CHECK needs prevResult`);
+  const host = requireHostName(req);
+  const hostIndex = interfaceIndex(prev, host);
+  const hostMac = hostIndex >= 0 ? prev.interfaces?.[hostIndex].mac : undefined;
+  const ip = ipv4Of(prev, req.ifname, req.netns);
+  const problems = await verifyAttachment({
+    netns: req.netns,
+    ifname: req.ifname,
+    prevResult: prev,
+    podNeighbours: [{ ip: POD_GATEWAY, lladdr: hostMac }],
+    hostLinks: [{ name: host, mac: hostMac }],
+    hostRoutes: ip ? [{ ip, dev: host }] : [],
+    hostRules: ip ? ruleKeys(ip, conf.routeTable) : [],
+  });
+  if (hostIndex < 0) problems.push(`prevResult has no host interface ${host}`);
+  if (!ip) problems.push(`prevResult has no IPv4 address for ${req.ifname}`);
+  if (problems.length) {
+    throw new CniError(ErrorCode.PluginFailure, `${NAME}: CHECK failed: ${problems.join("; ")}`);
+  }
+  await forwardToIpam(NAME, "CHECK", req);
+}
+
+/** STATUS: not available (50) while the ENI interface is missing; otherwise whatever IPAM says. */
+export async function status(req: PluginRequest): Promise<void> {
+  const conf = parseConf(req);
+  try {
+    await requireEni(conf.eni);
+  } catch (err) {
+    throw new CniError(ErrorCode.NotAvailable, (err as Error).message);
+  }
+  await forwardToIpam(NAME, "STATUS", req);
+}
+
+/** GC: no state of its own beyond what DEL removes; forwarded to IPAM. */
+export async function gc(req: PluginRequest): Promise<void> {
+  await forwardToIpam(NAME, "GC", req);
+}
 
 /** The tke-route-eni plugin. */
-export const plugin: Plugin = pendingPlugin("tke-route-eni");
+export const plugin: Plugin = { name: NAME, add, del, check, status, gc };
 
 /** Runs tke-route-eni as a CNI plugin executable. */
 export function main(): Promise<number> {

@@ -107,3 +107,24 @@ Deno.test("entry: launchers run main.ts with exactly the shared permission flags
     assert.equal((await Deno.stat(`${dir}/${name}`)).mode! & 0o111, 0o111);
   }
 });
+
+Deno.test("entry: the shim's module graph holds neither zod nor the Kubernetes client (pod start-up cost)", async () => {
+  const r = await runCommand(Deno.execPath(), [
+    "info",
+    "--json",
+    "--config",
+    `${REPO_ROOT}/deno.json`,
+    `${REPO_ROOT}/cni/shim.ts`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const graph = JSON.parse(r.stdout) as {
+    modules: { specifier: string }[];
+    npmPackages?: Record<string, unknown>;
+  };
+  const specifiers = graph.modules.map((m) => m.specifier);
+  assert.ok(specifiers.some((s) => s.endsWith("/cni/shim.ts")));
+  const heavy = [...specifiers, ...Object.keys(graph.npmPackages ?? {})].filter((s) =>
+    /zod|client-node/.test(s)
+  );
+  assert.deepEqual(heavy, []);
+});
