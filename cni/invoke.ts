@@ -325,7 +325,8 @@ export function cacheFilePath(cacheDir: string, network: string, rt: RuntimeConf
 export async function writeFileAtomic(path: string, text: string, mode = 0o600): Promise<void> {
   const dir = path.slice(0, path.lastIndexOf("/"));
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  // A leading dot keeps the temporary name out of every namespace of real names (container IDs, networks).
+  const tmp = `${dir}/.${path.slice(dir.length + 1)}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   try {
     await Deno.writeTextFile(tmp, text, { mode });
     await Deno.rename(tmp, path);
@@ -363,7 +364,7 @@ export async function cachedAttachments(cacheDir: string, network: string): Prom
   const found: CacheEntry[] = [];
   try {
     for await (const e of Deno.readDir(`${cacheDir}/results`)) {
-      if (!e.isFile || !e.name.startsWith(`${network}-`) || e.name.includes(".tmp-")) continue;
+      if (!e.isFile || !e.name.startsWith(`${network}-`)) continue;
       const entry = await readCache(`${cacheDir}/results/${e.name}`);
       if (entry?.networkName === network) found.push(entry);
     }

@@ -40,7 +40,15 @@ const CniWireRequestSchema = z.object({
 });
 import type { GalaxyConfig } from "./config.ts";
 import { type PodLike, resolveNetworks } from "./networks.ts";
-import { listStates, readState, removeState, type StoredNetwork, writeState } from "./state.ts";
+import {
+  listStates,
+  readState,
+  removeState,
+  resultCacheDir,
+  statePath,
+  type StoredNetwork,
+  writeState,
+} from "./state.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
 export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
@@ -259,7 +267,7 @@ function mergeArgs(...sets: [string, string][][]): [string, string][] {
 function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(ctx.pluginEnv ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
-  return { path: req.path, cacheDir: `${ctx.stateDir}/cache`, timeoutMs: ctx.pluginTimeoutMs, env };
+  return { path: req.path, cacheDir: resultCacheDir(ctx.stateDir), timeoutMs: ctx.pluginTimeoutMs, env };
 }
 
 function storedList(stored: StoredNetwork): NetConfList {
@@ -371,13 +379,14 @@ async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
 async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike> {
   const namespace = argValue(req.args, "K8S_POD_NAMESPACE");
   const name = argValue(req.args, "K8S_POD_NAME");
+  // Standalone (no apiserver) serves runtimes outside Kubernetes too: pod names are then optional.
+  if (!ctx.pods) return { metadata: { namespace: namespace ?? "", name: name ?? "" } };
   if (!namespace || !name) {
     throw new CniError(
       ErrorCode.InvalidEnvironment,
       `CNI_ARGS: missing ${!namespace ? "K8S_POD_NAMESPACE" : "K8S_POD_NAME"}`,
     );
   }
-  if (!ctx.pods) return { metadata: { namespace, name } };
   const uid = argValue(req.args, "K8S_POD_UID");
   const pod = await ctx.pods.getPod(namespace, name, { uid });
   if (uid && pod.metadata?.uid && pod.metadata.uid !== uid) {
@@ -387,6 +396,21 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
     );
   }
   return pod;
+}
+
+/**
+ * What an earlier, unfinished ADD of this container left. An unreadable state file is moved aside (not
+ * overwritten) so that what it describes can still be cleaned up by hand, and the ADD goes on.
+ */
+async function readLeftover(ctx: HandlerContext, containerId: string): Promise<StoredNetwork[] | undefined> {
+  try {
+    return await readState(ctx.stateDir, containerId);
+  } catch (e) {
+    const aside = `${ctx.stateDir}/.corrupt-${containerId}-${Date.now()}`;
+    await Deno.rename(statePath(ctx.stateDir, containerId), aside).catch(() => {});
+    ctx.log.warn(`ADD ${containerId}: unreadable state file moved to ${aside}: ${(e as Error).message}`);
+    return undefined;
+  }
 }
 
 async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
@@ -402,7 +426,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
   const capabilityArgs = (req.config.runtimeConfig ?? {}) as Record<string, unknown>;
 
   // Leftovers of an ADD that never finished (daemon crash, runtime retry without DEL) are removed first.
-  const leftover = await readState(ctx.stateDir, req.containerId).catch(() => undefined);
+  const leftover = await readLeftover(ctx, req.containerId);
   if (leftover?.length) {
     ctx.log.warn(`ADD ${req.containerId}: removing ${leftover.length} network(s) left by an earlier ADD`);
     const { errors } = await delNetworks(ctx, req, leftover);

@@ -96,7 +96,7 @@ export function startServer(handlers: ServerHandlers, options: ServerOptions): R
     if (url.pathname !== "/cni") return new Response("not found\n", { status: 404 });
     if (req.method !== "POST") return new Response("use POST\n", { status: 405 });
     const body = await req.text();
-    if (slots.queued >= maxQueued) {
+    if (slots.active >= options.maxConcurrent && slots.queued >= maxQueued) {
       return json(503, {
         cniVersion: "1.1.0",
         code: 11,

@@ -47,6 +47,11 @@ import { CniError, ErrorCode, type Result, type ResultInterface } from "../spec.
 /** The pod's gateway: a link-local address nobody owns, answered by a permanent neighbour entry. */
 export const POD_GATEWAY = "169.254.1.1";
 
+/** The routes a result lists for a pod behind {@linkcode POD_GATEWAY}: its /32, then the default via it. */
+export function gatewayRoutes(): { dst: string; gw?: string }[] {
+  return [{ dst: `${POD_GATEWAY}/32` }, { dst: "0.0.0.0/0", gw: POD_GATEWAY }];
+}
+
 // ---------------------------------------------------------------------------------------------- names
 
 /** The first 9 characters of a container ID, or the whole ID when it is shorter (Galaxy panicked there). */
@@ -561,6 +566,11 @@ export interface AttachmentChecks {
   ifname: string;
   /** The ADD's result (1.1.0 shape). */
   prevResult: Result;
+  /**
+   * The routes this plugin put in the pod (another plugin's routes in a chained `prevResult` are not its
+   * business): each must be in `prevResult` and in the pod's main table through `ifname`.
+   */
+  podRoutes?: { dst: string; gw?: string }[];
   /** Permanent neighbours expected on `ifname`. */
   podNeighbours?: { ip: string; lladdr?: string }[];
   /** Links expected in this (the node's) namespace, with their MAC when known. */
@@ -587,8 +597,8 @@ function describeRule(k: RuleKey): string {
 
 /**
  * Compares an attachment with the kernel and returns what is missing or different, one phrase each (empty
- * when all is well): the pod interface from `prevResult` (MAC), its addresses, `prevResult`'s routes in the
- * pod, and the extra `checks`. A vanished pod namespace throws a CniError with code 3.
+ * when all is well): the pod interface from `prevResult` (MAC, up), its addresses from `prevResult`, and the
+ * routes, neighbours and host objects of `checks`. A vanished pod namespace throws a CniError with code 3.
  */
 export async function verifyAttachment(checks: AttachmentChecks): Promise<string[]> {
   const { netns, ifname, prevResult } = checks;
@@ -622,10 +632,15 @@ export async function verifyAttachment(checks: AttachmentChecks): Promise<string
       }
     }
     const routes = await listRoutes(netns);
-    for (const want of prevResult.routes ?? []) {
-      if (want.dst.includes(":")) continue;
-      const ok = routes.some((r) => sameDst(r.dst, want.dst) && (!want.gw || r.gateway === want.gw));
-      if (!ok) problems.push(`route ${want.dst}${want.gw ? ` via ${want.gw}` : ""} is missing in ${netns}`);
+    for (const want of checks.podRoutes ?? []) {
+      const name = `route ${want.dst}${want.gw ? ` via ${want.gw}` : ""}`;
+      if (!(prevResult.routes ?? []).some((r) => sameDst(r.dst, want.dst) && r.gw === want.gw)) {
+        problems.push(`prevResult lacks ${name}`);
+      }
+      const ok = routes.some((r) =>
+        sameDst(r.dst, want.dst) && r.gateway === want.gw && (!link || r.dev === ifname)
+      );
+      if (!ok) problems.push(`${name} is missing in ${netns}`);
     }
   } catch (err) {
     throw kernelError(err, `check ${ifname} in ${netns}`);

@@ -23,6 +23,7 @@ import {
   deletePodInterface,
   firstIpv4,
   forwardToIpam,
+  gatewayRoutes,
   hostVethName,
   interfaceIndex,
   ipv4Of,
@@ -109,7 +110,7 @@ export async function add(req: PluginRequest): Promise<Result> {
         { name: req.ifname, mac: podLink.address, sandbox: netns },
       ],
       ips: [{ address: `${v4.ip}/32`, gateway: POD_GATEWAY, interface: 1 }],
-      routes: [{ dst: `${POD_GATEWAY}/32` }, { dst: "0.0.0.0/0", gw: POD_GATEWAY }],
+      routes: gatewayRoutes(),
     };
     if (conf.dns) ours.dns = conf.dns;
     return mergeResult(req.prevResult, ours);
@@ -158,6 +159,7 @@ export async function check(req: PluginRequest): Promise<void> {
     netns: req.netns,
     ifname: req.ifname,
     prevResult: prev,
+    podRoutes: gatewayRoutes(),
     podNeighbours: [{ ip: POD_GATEWAY, lladdr: hostMac }],
     hostLinks: [{ name: host, mac: hostMac }],
     hostRoutes: ip ? [{ ip, dev: host }] : [],
