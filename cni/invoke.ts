@@ -7,9 +7,11 @@
 import {
   CniError,
   type CniVersion,
+  compareVersions,
   convertResult,
   ErrorCode,
   isCniErrorObject,
+  isSupportedVersion,
   type NetConf,
   type NetConfList,
   parseResult,
@@ -209,6 +211,34 @@ export async function getVersionInfo(type: string, options: InvokeOptions): Prom
   } catch {
     throw new CniError(ErrorCode.DecodingFailure, `plugin ${path} answered VERSION with invalid JSON`);
   }
+}
+
+/**
+ * The configuration `conf` rewritten for a delegate that may not speak its version: the highest version the
+ * delegate supports that is not above `conf.cniVersion`, with `prevResult` converted to it. A delegate that
+ * supports `conf.cniVersion` gets `conf` unchanged. Throws code 1 when there is no such version.
+ */
+export async function confForDelegate(
+  conf: Record<string, unknown> & { type: string },
+  options: InvokeOptions,
+): Promise<Record<string, unknown> & { type: string }> {
+  const wanted = typeof conf.cniVersion === "string" ? conf.cniVersion : "0.1.0";
+  const type = options.pluginType ?? conf.type;
+  const supported = (await getVersionInfo(type, options)).supportedVersions;
+  if (supported.includes(wanted)) return conf;
+  const usable = supported.filter((v) => isSupportedVersion(v) && compareVersions(v, wanted) <= 0);
+  const best = usable.sort(compareVersions).at(-1) as CniVersion | undefined;
+  if (!best) {
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `plugin ${type} supports ${supported.join(", ")}, none at or below ${wanted}`,
+    );
+  }
+  const rewritten: Record<string, unknown> & { type: string } = { ...conf, cniVersion: best };
+  if (conf.prevResult) {
+    rewritten.prevResult = convertResult(parseResult(conf.prevResult, wanted as CniVersion), best);
+  }
+  return rewritten;
 }
 
 /**

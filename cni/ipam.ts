@@ -3,7 +3,7 @@
  * annotation), else the delegated `ipam` plugin of the configuration. Shared by every built-in plugin.
  * @module
  */
-import { execVerb } from "./invoke.ts";
+import { confForDelegate, execVerb } from "./invoke.ts";
 import type { PluginRequest } from "./skel.ts";
 import { CniError, ErrorCode, type Result } from "./version.ts";
 
@@ -95,7 +95,9 @@ export async function delegateIpam(
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.env)) if (!k.startsWith("CNI_")) env[k] = v;
   const rt = { containerId: req.containerId, netns: req.netns, ifname: req.ifname, args: req.args };
-  return await execVerb(verb, req.config, rt, { path: req.path, env, pluginType: type });
+  const options = { path: req.path, env, pluginType: type };
+  // Debian's IPAM plugins stop at 1.0.0: a 1.1.0 configuration is handed to them at the version they speak.
+  return await execVerb(verb, await confForDelegate(req.config, options), rt, options);
 }
 
 /**
