@@ -162,10 +162,11 @@ export async function releaseDelegated(req: PluginRequest): Promise<void> {
  * know the verbs, so there is nothing to forward and that is logged.
  */
 export async function forwardToIpam(
-  plugin: string,
   verb: "CHECK" | "STATUS" | "GC",
   req: PluginRequest,
+  options: { plugin?: string } = {},
 ): Promise<void> {
+  const plugin = options.plugin ?? req.config.type;
   const ipam = req.config.ipam as { type?: unknown } | undefined;
   const type = typeof ipam?.type === "string" && ipam.type ? ipam.type : undefined;
   if (!type || hasIpInfos(req)) return;
@@ -227,9 +228,15 @@ export function interfaceIndex(
   );
 }
 
-/** The first IPv4 address (bare) that `result` gives to interface `name` in `sandbox`. */
-export function ipv4Of(result: Result | undefined, name: string, sandbox: string): string | undefined {
-  const index = interfaceIndex(result, name, { sandbox });
+/**
+ * The first IPv4 address (bare) that `result` gives to interface `ifname`: the one in sandbox `netns` when it
+ * is given (CHECK), else the first interface of that name (DEL, whose CNI_NETNS may be empty).
+ */
+export function ipv4Of(
+  result: Result | undefined,
+  attachment: { ifname: string; netns?: string },
+): string | undefined {
+  const index = interfaceIndex(result, attachment.ifname, { sandbox: attachment.netns || undefined });
   if (index < 0) return undefined;
   for (const entry of result?.ips ?? []) {
     const ip = entry.address.split("/")[0];
@@ -270,7 +277,9 @@ export async function createVethPair(
     if (!host) throw new Error(`${hostName} vanished right after it was created`);
     return host;
   } catch (err) {
-    await runBatch(null, [linkDel(hostName)]).catch(() => {});
+    // when the `link add` line itself failed, a link of that name may be someone else's: leave it
+    const addFailed = err instanceof IpBatchError && err.failures[0]?.line === 1;
+    if (!addFailed) await runBatch(null, [linkDel(hostName)]).catch(() => {});
     throw kernelError(err, `create veth ${hostName} ↔ ${peerName} in ${netns}`);
   }
 }

@@ -184,7 +184,7 @@ export async function add(req: PluginRequest): Promise<Result> {
 
 /** The address DEL works on: prevResult, then ipinfos; `undefined` when neither has one. */
 function knownIp(req: PluginRequest): string | undefined {
-  const fromPrev = ipv4Of(req.prevResult, req.ifname, req.netns);
+  const fromPrev = ipv4Of(req.prevResult, { ifname: req.ifname });
   if (fromPrev) return fromPrev;
   try {
     return parseIpInfos(req)?.[0]?.ip.split("/")[0];
@@ -253,7 +253,7 @@ export async function check(req: PluginRequest): Promise<void> {
   const host = requireHostName(req);
   const hostIndex = interfaceIndex(prev, host);
   const hostMac = hostIndex >= 0 ? prev.interfaces?.[hostIndex].mac : undefined;
-  const ip = ipv4Of(prev, req.ifname, req.netns);
+  const ip = ipv4Of(prev, { ifname: req.ifname, netns: req.netns });
   const problems = await verifyAttachment({
     netns: req.netns,
     ifname: req.ifname,
@@ -269,7 +269,7 @@ export async function check(req: PluginRequest): Promise<void> {
   if (problems.length) {
     throw new CniError(ErrorCode.PluginFailure, `${NAME}: CHECK failed: ${problems.join("; ")}`);
   }
-  await forwardToIpam(NAME, "CHECK", req);
+  await forwardToIpam("CHECK", req, { plugin: NAME });
 }
 
 /** STATUS: not available (50) while the ENI interface is missing; otherwise whatever IPAM says. */
@@ -280,12 +280,12 @@ export async function status(req: PluginRequest): Promise<void> {
   } catch (err) {
     throw new CniError(ErrorCode.NotAvailable, (err as Error).message);
   }
-  await forwardToIpam(NAME, "STATUS", req);
+  await forwardToIpam("STATUS", req, { plugin: NAME });
 }
 
 /** GC: no state of its own beyond what DEL removes; forwarded to IPAM. */
 export async function gc(req: PluginRequest): Promise<void> {
-  await forwardToIpam(NAME, "GC", req);
+  await forwardToIpam("GC", req, { plugin: NAME });
 }
 
 /** The tke-route-eni plugin. */

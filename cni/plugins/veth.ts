@@ -154,7 +154,7 @@ export async function check(req: PluginRequest): Promise<void> {
   const { host } = names(req);
   const hostIndex = interfaceIndex(prev, host);
   const hostMac = hostIndex >= 0 ? prev.interfaces?.[hostIndex].mac : undefined;
-  const ip = ipv4Of(prev, req.ifname, req.netns);
+  const ip = ipv4Of(prev, { ifname: req.ifname, netns: req.netns });
   const problems = await verifyAttachment({
     netns: req.netns,
     ifname: req.ifname,
@@ -169,17 +169,17 @@ export async function check(req: PluginRequest): Promise<void> {
   if (problems.length) {
     throw new CniError(ErrorCode.PluginFailure, `${NAME}: CHECK failed: ${problems.join("; ")}`);
   }
-  await forwardToIpam(NAME, "CHECK", req);
+  await forwardToIpam("CHECK", req, { plugin: NAME });
 }
 
 /** STATUS: ready whenever its IPAM is. */
 export async function status(req: PluginRequest): Promise<void> {
-  await forwardToIpam(NAME, "STATUS", req);
+  await forwardToIpam("STATUS", req, { plugin: NAME });
 }
 
 /** GC: galaxy-veth keeps no state of its own; IPAM's reservations are its business. */
 export async function gc(req: PluginRequest): Promise<void> {
-  await forwardToIpam(NAME, "GC", req);
+  await forwardToIpam("GC", req, { plugin: NAME });
 }
 
 /** The galaxy-veth plugin. */

@@ -45,7 +45,7 @@ kernelTest("invoke: standard bridge + host-local conflist, ADD / CHECK / DEL in 
     const add = await cnitool(lab, "add", { list, rt });
     assert.equal(add.code, 0, `ADD failed: ${add.stdout} ${add.stderr}`);
     const result = JSON.parse(add.stdout);
-    assert.equal(result.cniVersion, "1.1.0");
+    assert.equal(result.cniVersion, "1.0.0", "libcni returns the result in the list's version");
     const podIp = result.ips[0].address as string;
     assert.match(podIp, /^198\.18\.5\.\d+\/24$/);
     const podIface = result.interfaces[result.ips[0].interface];
