@@ -32,7 +32,7 @@ import {
   isSupportedVersion,
   type Result,
   versionAtLeast,
-} from "../spec.ts";
+} from "../version.ts";
 
 /** Where flanneld writes the node's lease, unless `subnetFile` says otherwise. */
 export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";

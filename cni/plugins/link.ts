@@ -42,7 +42,7 @@ import { setSysctls } from "../../netops/sysctl.ts";
 import { getVersionInfo } from "../invoke.ts";
 import { delegateIpam, parseIpInfos, release } from "../ipam.ts";
 import type { PluginRequest } from "../skel.ts";
-import { CniError, ErrorCode, type Result, type ResultInterface } from "../spec.ts";
+import { CniError, ErrorCode, type Result, type ResultInterface } from "../version.ts";
 
 /** The pod's gateway: a link-local address nobody owns, answered by a permanent neighbour entry. */
 export const POD_GATEWAY = "169.254.1.1";

@@ -20,11 +20,11 @@
  *   says so on stderr. Delegated IPAM is released (Galaxy never did).
  * @module
  */
-import { z } from "zod";
 import { getLink, validateIfName } from "../../netops/ip.ts";
 import { allocate, cniArg, parseIpInfos } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, describeZodError, DnsSchema, ErrorCode, type Result } from "../spec.ts";
+import { CniError, ErrorCode, type Result } from "../version.ts";
+import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
 import {
   addHostRoute,
   configurePodInterface,
@@ -66,28 +66,26 @@ const TO_POD_PRIORITY = 512;
 /** Priority of `from <ip> lookup <routeTable>`. */
 const FROM_POD_PRIORITY = 1536;
 
-const ConfSchema = z.looseObject({
-  eni: z.string().refine((s) => {
-    try {
-      validateIfName(s);
-      return true;
-    } catch {
-      return false;
-    }
-  }, "must be an interface name of 1–15 characters").optional(),
-  routeTable: z.number().int().min(0).max(0xffffffff).nullable().optional(),
-  dns: DnsSchema.optional(),
-});
+function isIfName(name: string): boolean {
+  try {
+    validateIfName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function parseConf(req: PluginRequest): TkeRouteEniConf & { dns?: Result["dns"] } {
-  const parsed = ConfSchema.safeParse(req.config);
-  if (!parsed.success) {
-    throw new CniError(
-      ErrorCode.InvalidNetworkConfig,
-      `${NAME}: invalid config: ${describeZodError(parsed.error)}`,
-    );
-  }
-  return { eni: parsed.data.eni ?? "eth1", routeTable: parsed.data.routeTable ?? 1, dns: parsed.data.dns };
+  const plugin = NAME;
+  return {
+    eni: optionalString(req.config, "eni", {
+      plugin,
+      check: isIfName,
+      expected: "an interface name of 1–15 characters",
+    }) ?? "eth1",
+    routeTable: optionalInteger(req.config, "routeTable", { plugin, min: 0, max: 0xffffffff }) ?? 1,
+    dns: optionalDns(req.config, { plugin }),
+  };
 }
 
 /** The host veth name from K8S_POD_NAMESPACE and K8S_POD_NAME, or `undefined` when either is missing. */

@@ -12,10 +12,10 @@
  * @module
  */
 import { isIPv4 } from "node:net";
-import { z } from "zod";
 import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, describeZodError, DnsSchema, ErrorCode, type Result } from "../spec.ts";
+import { CniError, ErrorCode, type Result } from "../version.ts";
+import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
 import {
   addHostRoute,
   configurePodInterface,
@@ -49,21 +49,13 @@ export interface VethConf {
 
 const NAME = "galaxy-veth";
 
-const VethConfSchema = z.looseObject({
-  mtu: z.number().int().refine((n) => n === 0 || (n >= 68 && n <= 65535), "must be 0 or 68–65535").optional(),
-  routeSrc: z.string().refine((s) => isIPv4(s), "must be an IPv4 address").optional(),
-  dns: DnsSchema.optional(),
-});
-
 function parseConf(req: PluginRequest): VethConf & { dns?: Result["dns"] } {
-  const parsed = VethConfSchema.safeParse(req.config);
-  if (!parsed.success) {
-    throw new CniError(
-      ErrorCode.InvalidNetworkConfig,
-      `${NAME}: invalid config: ${describeZodError(parsed.error)}`,
-    );
-  }
-  return parsed.data;
+  const plugin = NAME;
+  return {
+    mtu: optionalInteger(req.config, "mtu", { plugin, min: 68, max: 65535, alsoAllowed: [0] }),
+    routeSrc: optionalString(req.config, "routeSrc", { plugin, check: isIPv4, expected: "an IPv4 address" }),
+    dns: optionalDns(req.config, { plugin }),
+  };
 }
 
 function names(req: PluginRequest): { host: string; peer: string } {
