@@ -5,10 +5,11 @@
  */
 import { versionLine } from "../cli/version.ts";
 import { loadGalaxyConfig } from "./config.ts";
-import { FlagError, parseServeFlags, type ServeFlags, serveHelp } from "./flags.ts";
+import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
 import { handleCni, type HandlerContext } from "./handler.ts";
 import { isStandalone, KubePodSource } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
+import { CniMetrics, describeExchange, serveMetrics } from "./metrics.ts";
 import { startServer } from "./server.ts";
 
 /** How long in-flight requests may take to finish after SIGTERM. */
@@ -76,11 +77,22 @@ export async function main(args: string[]): Promise<number> {
 
   let stopping = false;
   ctx.shuttingDown = () => stopping;
+  const metrics = new CniMetrics();
   const server = startServer({
-    cni: (body) => handleCni(ctx, body),
+    cni: async (body) => {
+      const started = performance.now();
+      const reply = await handleCni(ctx, body);
+      const { verb, code } = describeExchange(body, reply);
+      metrics.observe(verb, code, (performance.now() - started) / 1000);
+      return reply;
+    },
     notReadyReason: () => pods?.notReadyReason(),
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
+  const metricsServer = flags.metricsAddress
+    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), { load: () => server.load() })
+    : undefined;
+  if (metricsServer) log.info(`metrics on http://${flags.metricsAddress}/metrics`);
 
   const stop = new Promise<string>((resolve) => {
     for (const signal of ["SIGTERM", "SIGINT"] as const) {
@@ -91,6 +103,7 @@ export async function main(args: string[]): Promise<number> {
   stopping = true;
   log.info(`${signal}: finishing in-flight requests (up to ${SHUTDOWN_GRACE_MS / 1000} s)`);
   await server.shutdown(SHUTDOWN_GRACE_MS);
+  await metricsServer?.shutdown();
   await pods?.close();
   log.info("stopped");
   return 0;

@@ -1,0 +1,100 @@
+/**
+ * Prometheus metrics of the daemon on an optional TCP address (`--metrics-address`): CNI requests by verb
+ * and result, their latency, and how many run and wait right now.
+ * @module
+ */
+
+/** Latency buckets in seconds, around what a CNI ADD costs (tens of ms) up to a stuck plugin. */
+const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** Counters and histograms of CNI requests. */
+export class CniMetrics {
+  readonly #requests = new Map<string, number>();
+  readonly #latency = new Map<string, { buckets: number[]; sum: number; count: number }>();
+
+  /** Records one finished request: its verb, the CNI error code (0 for success) and its duration. */
+  observe(verb: string, code: number, seconds: number): void {
+    const key = `${verb}\u0000${code}`;
+    this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
+    let h = this.#latency.get(verb);
+    if (!h) this.#latency.set(verb, h = { buckets: BUCKETS.map(() => 0), sum: 0, count: 0 });
+    BUCKETS.forEach((b, i) => {
+      if (seconds <= b) h!.buckets[i]++;
+    });
+    h.sum += seconds;
+    h.count++;
+  }
+
+  /** The Prometheus text exposition, with the current load. */
+  render(load: { active: number; queued: number }): string {
+    const lines = [
+      "# HELP galaxy_cni_requests_total CNI requests handled, by verb and CNI error code (0 = success).",
+      "# TYPE galaxy_cni_requests_total counter",
+    ];
+    for (const [key, n] of [...this.#requests].sort()) {
+      const [verb, code] = key.split("\u0000");
+      lines.push(`galaxy_cni_requests_total{verb="${verb}",code="${code}"} ${n}`);
+    }
+    lines.push(
+      "# HELP galaxy_cni_request_duration_seconds Time to handle a CNI request, by verb.",
+      "# TYPE galaxy_cni_request_duration_seconds histogram",
+    );
+    for (const [verb, h] of [...this.#latency].sort()) {
+      BUCKETS.forEach((b, i) =>
+        lines.push(`galaxy_cni_request_duration_seconds_bucket{verb="${verb}",le="${b}"} ${h.buckets[i]}`)
+      );
+      lines.push(`galaxy_cni_request_duration_seconds_bucket{verb="${verb}",le="+Inf"} ${h.count}`);
+      lines.push(`galaxy_cni_request_duration_seconds_sum{verb="${verb}"} ${h.sum}`);
+      lines.push(`galaxy_cni_request_duration_seconds_count{verb="${verb}"} ${h.count}`);
+    }
+    lines.push(
+      "# HELP galaxy_cni_requests_in_flight CNI requests being handled now.",
+      "# TYPE galaxy_cni_requests_in_flight gauge",
+      `galaxy_cni_requests_in_flight ${load.active}`,
+      "# HELP galaxy_cni_requests_queued CNI requests waiting for a free slot.",
+      "# TYPE galaxy_cni_requests_queued gauge",
+      `galaxy_cni_requests_queued ${load.queued}`,
+    );
+    return lines.join("\n") + "\n";
+  }
+}
+
+/** The verb and error code of a wire request and its reply, for {@linkcode CniMetrics.observe}. */
+export function describeExchange(
+  body: string,
+  reply: { status: number; body: string },
+): { verb: string; code: number } {
+  let verb = "unknown";
+  try {
+    const command = JSON.parse(body)?.env?.CNI_COMMAND;
+    if (typeof command === "string" && /^[A-Z]{2,8}$/.test(command)) verb = command;
+  } catch {
+    // not JSON: counted as unknown
+  }
+  let code = 0;
+  if (reply.status !== 200) {
+    try {
+      code = Number(JSON.parse(reply.body)?.code) || 100;
+    } catch {
+      code = 100;
+    }
+  }
+  return { verb, code };
+}
+
+/** Serves `/metrics` on `hostname:port` until the returned server is shut down. */
+export function serveMetrics(
+  metrics: CniMetrics,
+  address: { hostname: string; port: number },
+  options: { load: () => { active: number; queued: number } },
+): Deno.HttpServer {
+  return Deno.serve(
+    { hostname: address.hostname || "0.0.0.0", port: address.port, onListen: () => {} },
+    (req) => {
+      if (new URL(req.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
+      return new Response(metrics.render(options.load()), {
+        headers: { "content-type": "text/plain; version=0.0.4" },
+      });
+    },
+  );
+}

@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { CniMetrics, describeExchange, serveMetrics } from "../../daemon/metrics.ts";
+
+Deno.test("metrics: requests are counted by verb and code, with latency histograms and load gauges", async () => {
+  const m = new CniMetrics();
+  m.observe("ADD", 0, 0.02);
+  m.observe("ADD", 0, 0.2);
+  m.observe("ADD", 7, 0.001);
+  m.observe("DEL", 0, 0.03);
+  const server = serveMetrics(m, { hostname: "127.0.0.1", port: 0 }, {
+    load: () => ({ active: 2, queued: 5 }),
+  });
+  try {
+    const res = await fetch(`http://127.0.0.1:${server.addr.port}/metrics`);
+    const text = await res.text();
+    assert.equal(res.status, 200);
+    assert.match(text, /^galaxy_cni_requests_total\{verb="ADD",code="0"\} 2$/m);
+    assert.match(text, /^galaxy_cni_requests_total\{verb="ADD",code="7"\} 1$/m);
+    assert.match(text, /^galaxy_cni_request_duration_seconds_bucket\{verb="ADD",le="0.025"\} 2$/m);
+    assert.match(text, /^galaxy_cni_request_duration_seconds_bucket\{verb="ADD",le="\+Inf"\} 3$/m);
+    assert.match(text, /^galaxy_cni_request_duration_seconds_count\{verb="DEL"\} 1$/m);
+    assert.match(text, /^galaxy_cni_requests_in_flight 2$/m);
+    assert.match(text, /^galaxy_cni_requests_queued 5$/m);
+    const other = await fetch(`http://127.0.0.1:${server.addr.port}/other`);
+    await other.body?.cancel();
+    assert.equal(other.status, 404);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("metrics: the verb and code of an exchange come from the request and the error object", () => {
+  const body = JSON.stringify({ env: { CNI_COMMAND: "DEL" } });
+  assert.deepEqual(describeExchange(body, { status: 200, body: "" }), { verb: "DEL", code: 0 });
+  assert.deepEqual(describeExchange(body, { status: 500, body: '{"code":11,"msg":"x"}' }), {
+    verb: "DEL",
+    code: 11,
+  });
+  assert.deepEqual(describeExchange("{nope", { status: 400, body: "x" }), { verb: "unknown", code: 100 });
+  assert.deepEqual(
+    describeExchange(JSON.stringify({ env: { CNI_COMMAND: 'A"B' } }), { status: 200, body: "" }),
+    {
+      verb: "unknown",
+      code: 0,
+    },
+  );
+});
