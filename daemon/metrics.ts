@@ -87,7 +87,7 @@ export function serveMetrics(
   metrics: CniMetrics,
   address: { hostname: string; port: number },
   options: { load: () => { active: number; queued: number } },
-): Deno.HttpServer {
+): Deno.HttpServer<Deno.NetAddr> {
   return Deno.serve(
     { hostname: address.hostname || "0.0.0.0", port: address.port, onListen: () => {} },
     (req) => {
