@@ -43,8 +43,11 @@ export interface RuntimeConf {
 export interface InvokeOptions {
   /** Directories searched for plugins, in order. */
   path: string[];
-  /** Cache directory; results go to `<cacheDir>/results`. Default {@linkcode DEFAULT_CACHE_DIR}. */
-  cacheDir?: string;
+  /**
+   * Cache directory; results go to `<cacheDir>/results`. Default {@linkcode DEFAULT_CACHE_DIR}. `null` keeps no
+   * cache: for a caller that stores results itself and passes `prevResult` (the daemon's state file).
+   */
+  cacheDir?: string | null;
   /** Kill a plugin after this long. Default {@linkcode DEFAULT_TIMEOUT_MS}. */
   timeoutMs?: number;
   /** Extra environment for the plugin process (beyond the CNI variables). */
@@ -410,6 +413,7 @@ export async function cachedResult(
   rt: RuntimeConf,
   options: InvokeOptions,
 ): Promise<Result | undefined> {
+  if (options.cacheDir === null) return undefined;
   const entry = await readCache(cacheFilePath(options.cacheDir ?? DEFAULT_CACHE_DIR, list.name, rt));
   if (!entry?.result) return undefined;
   try {
@@ -443,6 +447,7 @@ export async function addNetworkList(
   if (!prev) {
     throw new CniError(ErrorCode.PluginFailure, `network "${list.name}": no plugin returned a result`);
   }
+  if (options.cacheDir === null) return prev;
   const cacheDir = options.cacheDir ?? DEFAULT_CACHE_DIR;
   const entry: CacheEntry = {
     kind: "cniCacheV1",
@@ -469,7 +474,9 @@ export async function delNetworkList(
   options: InvokeOptions,
 ): Promise<void> {
   const version = listVersion(list);
-  const cacheFile = cacheFilePath(options.cacheDir ?? DEFAULT_CACHE_DIR, list.name, rt);
+  const cacheFile = options.cacheDir === null
+    ? undefined
+    : cacheFilePath(options.cacheDir ?? DEFAULT_CACHE_DIR, list.name, rt);
   const prev = versionAtLeast(version, "0.4.0")
     ? options.prevResult ?? await cachedResult(list, rt, options)
     : undefined;
@@ -481,7 +488,7 @@ export async function delNetworkList(
       options,
     );
   }
-  await removeIfPresent(cacheFile);
+  if (cacheFile) await removeIfPresent(cacheFile);
 }
 
 /** CHECK: every plugin in order with the cached result; skipped when `disableCheck`; needs 0.4.0. */
@@ -540,10 +547,12 @@ export async function gcNetworkList(
   options: InvokeOptions,
 ): Promise<void> {
   const version = listVersion(list);
-  const cacheDir = options.cacheDir ?? DEFAULT_CACHE_DIR;
   const keep = new Set(valid.map((a) => `${a.containerID}\u0000${a.ifname}`));
   const errors: string[] = [];
-  for (const entry of await cachedAttachments(cacheDir, list.name)) {
+  const cached = options.cacheDir === null
+    ? []
+    : await cachedAttachments(options.cacheDir ?? DEFAULT_CACHE_DIR, list.name);
+  for (const entry of cached) {
     if (keep.has(`${entry.containerId}\u0000${entry.ifName}`)) continue;
     const rt: RuntimeConf = {
       containerId: entry.containerId,

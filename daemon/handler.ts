@@ -40,15 +40,7 @@ const CniWireRequestSchema = z.object({
 });
 import type { GalaxyConfig } from "./config.ts";
 import { type PodLike, resolveNetworks } from "./networks.ts";
-import {
-  listStates,
-  readState,
-  removeState,
-  resultCacheDir,
-  statePath,
-  type StoredNetwork,
-  writeState,
-} from "./state.ts";
+import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
 export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
@@ -267,7 +259,8 @@ function mergeArgs(...sets: [string, string][][]): [string, string][] {
 function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(ctx.pluginEnv ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
-  return { path: req.path, cacheDir: resultCacheDir(ctx.stateDir), timeoutMs: ctx.pluginTimeoutMs, env };
+  // The state file holds every network's result (passed back as prevResult): no libcni cache beside it.
+  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env };
 }
 
 function storedList(stored: StoredNetwork): NetConfList {

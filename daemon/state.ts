@@ -23,11 +23,6 @@ export interface StoredNetwork {
   Result?: Result;
 }
 
-/** The libcni-layout result cache inside the state folder; a dot-name cannot clash with a container ID. */
-export function resultCacheDir(stateDir: string): string {
-  return `${stateDir.replace(/\/+$/, "")}/.cache`;
-}
-
 /** The file of one container. */
 export function statePath(stateDir: string, containerId: string): string {
   return `${stateDir.replace(/\/+$/, "")}/${containerId}`;
@@ -75,7 +70,7 @@ export async function listStates(stateDir: string): Promise<{ containerId: strin
   const found: { containerId: string; mtime: Date }[] = [];
   try {
     for await (const e of Deno.readDir(stateDir)) {
-      // Container IDs start with a letter or digit: dot-names are temporary files and the result cache.
+      // Container IDs start with a letter or digit: dot-names are temporary or set-aside files.
       if (!e.isFile || e.name.startsWith(".")) continue;
       const st = await Deno.stat(`${stateDir}/${e.name}`).catch(() => undefined);
       if (st) found.push({ containerId: e.name, mtime: st.mtime ?? new Date(0) });
