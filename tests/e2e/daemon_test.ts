@@ -44,7 +44,9 @@ async function exists(path: string): Promise<boolean> {
 async function reservations(lab: Lab, network: string): Promise<string[]> {
   const found: string[] = [];
   try {
-    for await (const e of Deno.readDir(`${lab.dir}/ipam/${network}`)) if (/^\d/.test(e.name)) found.push(e.name);
+    for await (const e of Deno.readDir(`${lab.dir}/ipam/${network}`)) {
+      if (/^\d/.test(e.name)) found.push(e.name);
+    }
   } catch {
     // no folder: nothing reserved
   }
@@ -74,81 +76,95 @@ async function withCluster(
   });
 }
 
-kernelTest("e2e: a pod with two networks (bridge from galaxy.json, macvlan conflist from the conf dir)", async () => {
-  await withCluster("twonets", async (lab) => {
-    await lab.ip(lab.node, ["link", "add", "gtup0", "type", "veth", "peer", "name", "gtup1"]);
-    await lab.ip(lab.node, ["link", "set", "gtup0", "up"]);
-    await lab.ip(lab.node, ["link", "set", "gtup1", "up"]);
-    await Deno.mkdir(`${lab.dir}/net.d`);
-    await Deno.writeTextFile(
-      `${lab.dir}/net.d/10-macnet.conflist`,
-      JSON.stringify({
-        cniVersion: "1.0.0",
-        name: "macnet",
-        plugins: [{
-          type: "macvlan",
-          master: "gtup0",
-          mode: "bridge",
-          ipam: { type: "host-local", dataDir: `${lab.dir}/ipam`, ranges: [[{ subnet: "198.18.21.0/24" }]] },
-        }],
-      }),
-    );
-    return {
-      galaxyJson: {
-        NetworkConf: [bridgeNet(lab, "bridge-net", "gtbr0", "198.18.20.0/24")],
-        DefaultNetworks: ["bridge-net"],
-      },
-    };
-  }, async (lab, api, daemon) => {
-    const p1 = await lab.pod("p1");
-    const created = await api.putPod(pod("p1", { "k8s.v1.cni.cncf.io/networks": "bridge-net, macnet@net1" }));
-    const call = {
-      containerId: "ctr-two-nets",
-      pod: p1,
-      k8s: { namespace: "default", name: "p1", uid: (created.metadata as { uid: string }).uid },
-      list: shimList(daemon.socket),
-    };
-    const add = await runtimeCall(lab, "add", call);
-    assert.equal(add.code, 0, `ADD failed: ${add.stdout}\n${add.stderr}`);
-    const result = JSON.parse(add.stdout);
-    const byIface = new Map<string, string[]>();
-    for (const ip of result.ips) {
-      const name = result.interfaces[ip.interface].name;
-      byIface.set(name, [...(byIface.get(name) ?? []), ip.address]);
-    }
-    assert.match(byIface.get("eth0")![0], /^198\.18\.20\.\d+\/24$/);
-    assert.match(byIface.get("net1")![0], /^198\.18\.21\.\d+\/24$/);
-    assert.deepEqual(await lab.addresses(p1, "eth0"), byIface.get("eth0"));
-    assert.deepEqual(await lab.addresses(p1, "net1"), byIface.get("net1"));
+kernelTest(
+  "e2e: a pod with two networks (bridge from galaxy.json, macvlan conflist from the conf dir)",
+  async () => {
+    await withCluster("twonets", async (lab) => {
+      await lab.ip(lab.node, ["link", "add", "gtup0", "type", "veth", "peer", "name", "gtup1"]);
+      await lab.ip(lab.node, ["link", "set", "gtup0", "up"]);
+      await lab.ip(lab.node, ["link", "set", "gtup1", "up"]);
+      await Deno.mkdir(`${lab.dir}/net.d`);
+      await Deno.writeTextFile(
+        `${lab.dir}/net.d/10-macnet.conflist`,
+        JSON.stringify({
+          cniVersion: "1.0.0",
+          name: "macnet",
+          plugins: [{
+            type: "macvlan",
+            master: "gtup0",
+            mode: "bridge",
+            ipam: {
+              type: "host-local",
+              dataDir: `${lab.dir}/ipam`,
+              ranges: [[{ subnet: "198.18.21.0/24" }]],
+            },
+          }],
+        }),
+      );
+      return {
+        galaxyJson: {
+          NetworkConf: [bridgeNet(lab, "bridge-net", "gtbr0", "198.18.20.0/24")],
+          DefaultNetworks: ["bridge-net"],
+        },
+      };
+    }, async (lab, api, daemon) => {
+      const p1 = await lab.pod("p1");
+      const created = await api.putPod(
+        pod("p1", { "k8s.v1.cni.cncf.io/networks": "bridge-net, macnet@net1" }),
+      );
+      const call = {
+        containerId: "ctr-two-nets",
+        pod: p1,
+        k8s: { namespace: "default", name: "p1", uid: (created.metadata as { uid: string }).uid },
+        list: shimList(daemon.socket),
+      };
+      const add = await runtimeCall(lab, "add", call);
+      assert.equal(add.code, 0, `ADD failed: ${add.stdout}\n${add.stderr}`);
+      const result = JSON.parse(add.stdout);
+      const byIface = new Map<string, string[]>();
+      for (const ip of result.ips) {
+        const name = result.interfaces[ip.interface].name;
+        byIface.set(name, [...(byIface.get(name) ?? []), ip.address]);
+      }
+      assert.match(byIface.get("eth0")![0], /^198\.18\.20\.\d+\/24$/);
+      assert.match(byIface.get("net1")![0], /^198\.18\.21\.\d+\/24$/);
+      assert.deepEqual(await lab.addresses(p1, "eth0"), byIface.get("eth0"));
+      assert.deepEqual(await lab.addresses(p1, "net1"), byIface.get("net1"));
 
-    const patches = await api.patches();
-    assert.equal(patches.length, 1);
-    const status = JSON.parse(patches[0].body.metadata.annotations["k8s.v1.cni.cncf.io/network-status"]);
-    assert.deepEqual(status.map((s: { name: string; interface: string; default: boolean }) => [s.name, s.interface, s.default]), [
-      ["bridge-net", "eth0", true],
-      ["macnet", "net1", false],
-    ]);
-    assert.deepEqual(status[0].ips, [byIface.get("eth0")![0].split("/")[0]]);
-    assert.match(status[1].mac, /^[0-9a-f:]{17}$/);
+      const patches = await api.patches();
+      assert.equal(patches.length, 1);
+      const status = JSON.parse(patches[0].body.metadata.annotations["k8s.v1.cni.cncf.io/network-status"]);
+      assert.deepEqual(
+        status.map((
+          s: { name: string; interface: string; default: boolean },
+        ) => [s.name, s.interface, s.default]),
+        [
+          ["bridge-net", "eth0", true],
+          ["macnet", "net1", false],
+        ],
+      );
+      assert.deepEqual(status[0].ips, [byIface.get("eth0")![0].split("/")[0]]);
+      assert.match(status[1].mac, /^[0-9a-f:]{17}$/);
 
-    const state = JSON.parse(await Deno.readTextFile(`${daemon.stateDir}/ctr-two-nets`));
-    assert.deepEqual(state.map((n: { NetworkType: string; IfName: string }) => [n.NetworkType, n.IfName]), [
-      ["bridge-net", "eth0"],
-      ["macnet", "net1"],
-    ]);
+      const state = JSON.parse(await Deno.readTextFile(`${daemon.stateDir}/ctr-two-nets`));
+      assert.deepEqual(state.map((n: { NetworkType: string; IfName: string }) => [n.NetworkType, n.IfName]), [
+        ["bridge-net", "eth0"],
+        ["macnet", "net1"],
+      ]);
 
-    const check = await runtimeCall(lab, "check", call);
-    assert.equal(check.code, 0, `CHECK failed: ${check.stdout}`);
+      const check = await runtimeCall(lab, "check", call);
+      assert.equal(check.code, 0, `CHECK failed: ${check.stdout}`);
 
-    const del = await runtimeCall(lab, "del", call);
-    assert.equal(del.code, 0, `DEL failed: ${del.stdout}`);
-    const links = await lab.linkNames(p1);
-    assert.ok(!links.includes("eth0") && !links.includes("net1"), `links left: ${links}`);
-    assert.deepEqual(await reservations(lab, "bridge-net"), []);
-    assert.deepEqual(await reservations(lab, "macnet"), []);
-    assert.ok(!(await exists(`${daemon.stateDir}/ctr-two-nets`)), "state file left after DEL");
-  });
-});
+      const del = await runtimeCall(lab, "del", call);
+      assert.equal(del.code, 0, `DEL failed: ${del.stdout}`);
+      const links = await lab.linkNames(p1);
+      assert.ok(!links.includes("eth0") && !links.includes("net1"), `links left: ${links}`);
+      assert.deepEqual(await reservations(lab, "bridge-net"), []);
+      assert.deepEqual(await reservations(lab, "macnet"), []);
+      assert.ok(!(await exists(`${daemon.stateDir}/ctr-two-nets`)), "state file left after DEL");
+    });
+  },
+);
 
 kernelTest("e2e: default networks, ENIIPNetwork, galaxy args and result versions", async () => {
   await withCluster("select", async (lab) => {
@@ -159,7 +175,12 @@ kernelTest("e2e: default networks, ENIIPNetwork, galaxy args and result versions
         networkconf: [
           bridgeNet(lab, "default-net", "gtbr1", "198.18.22.0/24"),
           bridgeNet(lab, "eni-net", "gtbr2", "198.18.23.0/24"),
-          { name: "recorded", type: "recorder", recordFile: `${lab.dir}/calls.jsonl`, addAddress: "198.18.24.9/32" },
+          {
+            name: "recorded",
+            type: "recorder",
+            recordFile: `${lab.dir}/calls.jsonl`,
+            addAddress: "198.18.24.9/32",
+          },
         ],
         defaultNetworks: ["default-net"],
         eniipNetwork: "eni-net",
@@ -201,7 +222,10 @@ kernelTest("e2e: default networks, ENIIPNetwork, galaxy args and result versions
     const firstAdd = calls.find((c) => c.verb === "ADD")!;
     const cniArgs = firstAdd.env.CNI_ARGS.split(";");
     assert.ok(cniArgs.includes("IgnoreUnknown=1"), firstAdd.env.CNI_ARGS);
-    assert.ok(cniArgs.includes(`ipinfos=${ipinfos}`), `ipinfos not passed byte for byte: ${firstAdd.env.CNI_ARGS}`);
+    assert.ok(
+      cniArgs.includes(`ipinfos=${ipinfos}`),
+      `ipinfos not passed byte for byte: ${firstAdd.env.CNI_ARGS}`,
+    );
     assert.ok(cniArgs.includes("K8S_POD_NAME=args"));
     assert.equal(firstAdd.conf.name, "recorded");
     assert.equal(firstAdd.conf.cniVersion, "1.1.0", "negotiated version should be the highest both support");
@@ -231,7 +255,12 @@ kernelTest("e2e: a failing second network rolls back the first", async () => {
   }, async (lab, api, daemon) => {
     const p = await lab.pod("p");
     await api.putPod(pod("p"));
-    const call = { containerId: "ctr-rollback", pod: p, k8s: { namespace: "default", name: "p" }, list: shimList(daemon.socket) };
+    const call = {
+      containerId: "ctr-rollback",
+      pod: p,
+      k8s: { namespace: "default", name: "p" },
+      list: shimList(daemon.socket),
+    };
     const add = await runtimeCall(lab, "add", call);
     assert.equal(add.code, 1);
     const err = JSON.parse(add.stdout);
@@ -246,13 +275,21 @@ kernelTest("e2e: a failing second network rolls back the first", async () => {
 kernelTest("e2e: DEL after the daemon was killed with SIGKILL and restarted removes everything", async () => {
   await withLab("restart", async (lab) => {
     const api = await startFakeApiserver(lab);
-    const galaxyJson = { NetworkConf: [bridgeNet(lab, "net", "gtbr4", "198.18.26.0/24")], DefaultNetworks: ["net"] };
+    const galaxyJson = {
+      NetworkConf: [bridgeNet(lab, "net", "gtbr4", "198.18.26.0/24")],
+      DefaultNetworks: ["net"],
+    };
     let daemon: Daemon | undefined;
     try {
       daemon = await startDaemon(lab, { galaxyJson, kubeconfig: api.kubeconfig });
       const p = await lab.pod("p");
       await api.putPod(pod("p"));
-      const call = { containerId: "ctr-restart", pod: p, k8s: { namespace: "default", name: "p" }, list: shimList(daemon.socket) };
+      const call = {
+        containerId: "ctr-restart",
+        pod: p,
+        k8s: { namespace: "default", name: "p" },
+        list: shimList(daemon.socket),
+      };
       const add = await runtimeCall(lab, "add", call);
       assert.equal(add.code, 0, add.stdout);
       await daemon.process.stop("SIGKILL");
@@ -277,7 +314,13 @@ kernelTest("e2e: 20 pods at once all succeed; requests for one container are ser
       galaxyJson: {
         NetworkConf: [
           bridgeNet(lab, "net", "gtbr5", "198.18.27.0/24"),
-          { name: "slow", type: "slow", sleepMs: 400, recordFile: `${lab.dir}/slow.jsonl`, addAddress: "198.18.28.1/32" },
+          {
+            name: "slow",
+            type: "slow",
+            sleepMs: 400,
+            recordFile: `${lab.dir}/slow.jsonl`,
+            addAddress: "198.18.28.1/32",
+          },
         ],
         DefaultNetworks: ["net"],
       },
@@ -287,7 +330,12 @@ kernelTest("e2e: 20 pods at once all succeed; requests for one container are ser
     for (let i = 0; i < 20; i++) {
       const ns = await lab.pod(`b${i}`);
       await api.putPod(pod(`b${i}`));
-      calls.push({ containerId: `ctr-burst-${i}`, pod: ns, k8s: { namespace: "default", name: `b${i}` }, list: shimList(daemon.socket) });
+      calls.push({
+        containerId: `ctr-burst-${i}`,
+        pod: ns,
+        k8s: { namespace: "default", name: `b${i}` },
+        list: shimList(daemon.socket),
+      });
     }
     const adds = await Promise.all(calls.map((c) => runtimeCall(lab, "add", c)));
     adds.forEach((r, i) => assert.equal(r.code, 0, `pod ${i}: ${r.stdout}`));
@@ -300,7 +348,12 @@ kernelTest("e2e: 20 pods at once all succeed; requests for one container are ser
 
     const slowPod = await lab.pod("slow");
     await api.putPod(pod("slowpod", { "k8s.v1.cni.cncf.io/networks": "slow" }));
-    const slowCall = { containerId: "ctr-serial", pod: slowPod, k8s: { namespace: "default", name: "slowpod" }, list: shimList(daemon.socket) };
+    const slowCall = {
+      containerId: "ctr-serial",
+      pod: slowPod,
+      k8s: { namespace: "default", name: "slowpod" },
+      list: shimList(daemon.socket),
+    };
     const [a, d] = await Promise.all([
       runtimeCall(lab, "add", slowCall),
       new Promise((r) => setTimeout(r, 100)).then(() => runtimeCall(lab, "del", slowCall)),
@@ -316,27 +369,41 @@ kernelTest("e2e: 20 pods at once all succeed; requests for one container are ser
 kernelTest("e2e: bad input gets CNI errors naming the culprit and the daemon keeps serving", async () => {
   await withCluster("badinput", (lab) =>
     Promise.resolve({
-      galaxyJson: { NetworkConf: [bridgeNet(lab, "net", "gtbr6", "198.18.29.0/24")], DefaultNetworks: ["net"] },
+      galaxyJson: {
+        NetworkConf: [bridgeNet(lab, "net", "gtbr6", "198.18.29.0/24")],
+        DefaultNetworks: ["net"],
+      },
     }), async (lab, api, daemon) => {
-    const post = (body: string) => requestDaemon(daemon.socket, "/cni", { method: "POST", body, timeoutMs: 10_000 });
+    const post = (body: string) =>
+      requestDaemon(daemon.socket, "/cni", { method: "POST", body, timeoutMs: 10_000 });
     const notJson = await post("{nope");
     assert.equal(notJson.status, 400);
     assert.equal(JSON.parse(notJson.body).code, 6);
 
-    const missingEnv = await post(JSON.stringify({ env: { CNI_COMMAND: "ADD", CNI_NETNS: "/x", CNI_IFNAME: "eth0" } }));
+    const missingEnv = await post(
+      JSON.stringify({ env: { CNI_COMMAND: "ADD", CNI_NETNS: "/x", CNI_IFNAME: "eth0" } }),
+    );
     assert.equal(JSON.parse(missingEnv.body).code, 4);
     assert.match(JSON.parse(missingEnv.body).msg, /CNI_CONTAINERID/);
 
     const p = await lab.pod("p");
     const base = { pod: p, list: shimList(daemon.socket) };
     await api.putPod(pod("bad-annot", { "k8s.v1.cni.cncf.io/networks": "net@@eth1" }));
-    const badAnnot = await runtimeCall(lab, "add", { ...base, containerId: "c-bad1", k8s: { namespace: "default", name: "bad-annot" } });
+    const badAnnot = await runtimeCall(lab, "add", {
+      ...base,
+      containerId: "c-bad1",
+      k8s: { namespace: "default", name: "bad-annot" },
+    });
     assert.equal(badAnnot.code, 1);
     assert.equal(JSON.parse(badAnnot.stdout).code, 7);
     assert.match(JSON.parse(badAnnot.stdout).msg, /net@@eth1/);
 
     await api.putPod(pod("unknown-net", { "k8s.v1.cni.cncf.io/networks": "nosuchnet" }));
-    const unknown = await runtimeCall(lab, "add", { ...base, containerId: "c-bad2", k8s: { namespace: "default", name: "unknown-net" } });
+    const unknown = await runtimeCall(lab, "add", {
+      ...base,
+      containerId: "c-bad2",
+      k8s: { namespace: "default", name: "unknown-net" },
+    });
     assert.equal(JSON.parse(unknown.stdout).code, 7);
     assert.match(JSON.parse(unknown.stdout).msg, /nosuchnet/);
 
@@ -347,21 +414,32 @@ kernelTest("e2e: bad input gets CNI errors naming the culprit and the daemon kee
     const health = await requestDaemon(daemon.socket, "/healthz", { timeoutMs: 2000 });
     assert.equal(health.status, 200);
     await api.putPod(pod("fine"));
-    const fine = await runtimeCall(lab, "add", { ...base, containerId: "c-fine", k8s: { namespace: "default", name: "fine" } });
+    const fine = await runtimeCall(lab, "add", {
+      ...base,
+      containerId: "c-fine",
+      k8s: { namespace: "default", name: "fine" },
+    });
     assert.equal(fine.code, 0, fine.stdout);
-    const del = await runtimeCall(lab, "del", { ...base, containerId: "c-fine", k8s: { namespace: "default", name: "fine" } });
+    const del = await runtimeCall(lab, "del", {
+      ...base,
+      containerId: "c-fine",
+      k8s: { namespace: "default", name: "fine" },
+    });
     assert.equal(del.code, 0, del.stdout);
   });
 });
 
-kernelTest("e2e: a broken galaxy.json stops the daemon at start with a message naming the entry", async () => {
-  await withLab("badconfig", async (lab) => {
-    const daemon = await startDaemon(lab, {
-      galaxyJson: { NetworkConf: [{ name: "a", type: "bridge" }, { name: "a", type: "bridge" }] },
-      waitReady: false,
+kernelTest(
+  "e2e: a broken galaxy.json stops the daemon at start with a message naming the entry",
+  async () => {
+    await withLab("badconfig", async (lab) => {
+      const daemon = await startDaemon(lab, {
+        galaxyJson: { NetworkConf: [{ name: "a", type: "bridge" }, { name: "a", type: "bridge" }] },
+        waitReady: false,
+      });
+      const out = await daemon.process.exited(20_000);
+      assert.notEqual(out.code, 0);
+      assert.match(out.stderr, /"a"/);
     });
-    const out = await daemon.process.exited(20_000);
-    assert.notEqual(out.code, 0);
-    assert.match(out.stderr, /"a"/);
-  });
-});
+  },
+);
