@@ -101,10 +101,11 @@ export function parseCniArgs(raw: string | undefined): [string, string][] {
   return pairs;
 }
 
-/** Checks an interface name as libcni does: 1–15 characters, not `.` or `..`, no `/`, `:` or whitespace. */
+/** Checks an interface name as libcni does: 1–15 bytes, not `.` or `..`, no `/`, `:` or whitespace. */
 export function validateIfname(name: string): string | undefined {
-  if (name.length === 0) return "is empty";
-  if (name.length > 15) return `"${name}" is longer than 15 characters`;
+  const bytes = new TextEncoder().encode(name).length; // IFNAMSIZ counts bytes
+  if (bytes === 0) return "is empty";
+  if (bytes > 15) return `"${name}" is longer than 15 bytes`;
   if (name === "." || name === "..") return `"${name}" is not a valid name`;
   if (/[/:\s]/.test(name)) return `"${name}" contains '/', ':' or whitespace`;
   return undefined;

@@ -7,6 +7,7 @@
  * the next request (Galaxy's shared-map `prevResult` bug).
  * @module
  */
+import { validateIfname } from "../cni/skel.ts";
 import { isIP } from "node:net";
 import { confAsList } from "../cni/invoke.ts";
 import {
@@ -112,16 +113,6 @@ function show(v: unknown): string {
 // ---------------------------------------------------------------------------------------------------------
 // k8s.v1.cni.cncf.io/networks
 
-/** Why `ifname` is not a valid CNI interface name (plugins' `ValidateInterfaceName`), or undefined if it is. */
-export function ifnameProblem(ifname: string): string | undefined {
-  const bytes = new TextEncoder().encode(ifname).length;
-  if (bytes === 0) return "an interface name may not be empty";
-  if (bytes > 15) return "an interface name may have at most 15 bytes";
-  if (ifname === "." || ifname === "..") return `"${ifname}" is not a valid interface name`;
-  if (/[/:\s]/.test(ifname)) return "an interface name may not contain '/', ':' or whitespace";
-  return undefined;
-}
-
 function ipProblem(ip: string): string | undefined {
   const slash = ip.indexOf("/");
   const addr = slash < 0 ? ip : ip.slice(0, slash);
@@ -160,8 +151,8 @@ function parseCommaItem(item: string): NetworkSelection {
     }
   }
   if (ifname !== undefined) {
-    const problem = ifnameProblem(ifname);
-    if (problem) throw fail(problem);
+    const problem = validateIfname(ifname);
+    if (problem) throw fail(`interface ${problem}`);
   }
   const sel: NetworkSelection = { name };
   if (namespace !== undefined) sel.namespace = namespace;
@@ -189,7 +180,7 @@ function parseJsonElement(el: unknown, index: number): NetworkSelection {
   const ifname = optional(el, "interface");
   if (ifname !== undefined) {
     if (typeof ifname !== "string") throw fail(`"interface" must be a string, got ${show(ifname)}`);
-    const problem = ifnameProblem(ifname);
+    const problem = validateIfname(ifname);
     if (problem) throw fail(`"interface" ${show(ifname)}: ${problem}`);
     sel.interface = ifname;
   }

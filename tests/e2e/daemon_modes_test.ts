@@ -3,7 +3,7 @@ import { requestDaemon } from "../../cni/wire.ts";
 import { writeState } from "../../daemon/state.ts";
 import { readCalls, writeFakePlugins } from "../helpers/fake_plugins.ts";
 import { type Daemon, runtimeCall, shimList, startDaemon } from "../helpers/daemon.ts";
-import { kernelTest, type Lab, withLab } from "../helpers/netns.ts";
+import { kernelTest, type Lab, pathExists, withLab } from "../helpers/netns.ts";
 
 function bridgeNet(lab: Lab, name: string, bridge: string, subnet: string) {
   return {
@@ -13,15 +13,6 @@ function bridgeNet(lab: Lab, name: string, bridge: string, subnet: string) {
     isGateway: true,
     ipam: { type: "host-local", dataDir: `${lab.dir}/ipam`, ranges: [[{ subnet }]] },
   };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function reservations(lab: Lab, network: string): Promise<string[]> {
@@ -128,7 +119,7 @@ kernelTest("e2e modes: standalone (no apiserver at all): every pod gets DefaultN
         assert.equal(del.code, 0, `DEL failed: ${del.stdout}`);
         assert.ok(!(await lab.linkNames(p)).includes("eth0"));
         assert.deepEqual(await reservations(lab, "net"), []);
-        assert.ok(!(await exists(`${daemon.stateDir}/ctr-standalone`)), "state file left after DEL");
+        assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-standalone`)), "state file left after DEL");
       });
     })
   );
@@ -213,7 +204,7 @@ current-context: dead
           assert.equal(addErr.code, 11, addErr.msg);
           assert.match(addErr.msg, /not synced/);
           assert.ok(
-            !(await exists(`${daemon.stateDir}/ctr-new`)),
+            !(await pathExists(`${daemon.stateDir}/ctr-new`)),
             "an ADD ran on a daemon that is not ready",
           );
 
@@ -225,7 +216,7 @@ current-context: dead
           assert.equal(del.code, 0, `DEL without an apiserver failed: ${del.stdout}`);
           const calls = await readCalls(record);
           assert.deepEqual(calls.map((c) => `${c.verb} ${c.env.CNI_CONTAINERID}`), ["DEL ctr-before"]);
-          assert.ok(!(await exists(`${daemon.stateDir}/ctr-before`)));
+          assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-before`)));
         },
       );
     });
@@ -255,7 +246,7 @@ kernelTest(
           const call = { containerId: "ctr-slow", pod: p, k8s: { namespace: "default", name: "p" } };
           const add = runtimeCall(lab, "add", { ...call, list: shimList(daemon.socket) });
           // the state file is written just before the plugin starts
-          await until("the slow ADD to start", () => exists(`${daemon.stateDir}/ctr-slow`));
+          await until("the slow ADD to start", () => pathExists(`${daemon.stateDir}/ctr-slow`));
           const signalled = Date.now();
           daemon.process.kill("SIGTERM");
           await new Promise((r) => setTimeout(r, 200));
@@ -275,7 +266,7 @@ kernelTest(
           const calls = await readCalls(record);
           assert.deepEqual(calls.map((c) => `${c.verb} ${c.env.CNI_CONTAINERID}`), ["ADD ctr-slow"]);
           assert.ok(calls[0].end > signalled, "setup: the plugin had finished before SIGTERM");
-          assert.ok(!(await exists(`${daemon.stateDir}/ctr-late`)));
+          assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-late`)));
         } finally {
           await daemon.process.stop("SIGKILL");
         }
@@ -315,7 +306,7 @@ kernelTest("e2e modes: DEL with a vanished or empty netns still releases host-lo
         assert.equal((await reservations(lab, "net")).length, 2);
 
         await lab.removeNetns(gone);
-        assert.ok(!(await exists(gone.path)), "setup: the namespace is still there");
+        assert.ok(!(await pathExists(gone.path)), "setup: the namespace is still there");
         const delGone = await runtimeCall(lab, "del", calls[0]);
         assert.equal(
           delGone.code,
@@ -327,7 +318,7 @@ kernelTest("e2e modes: DEL with a vanished or empty netns still releases host-lo
           1,
           "the vanished pod's address was not released",
         );
-        assert.ok(!(await exists(`${daemon.stateDir}/ctr-gone`)));
+        assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-gone`)));
 
         const delEmpty = await runtimeCall(lab, "del", { ...calls[1], pod: { name: kept.name, path: "" } });
         assert.equal(
@@ -336,7 +327,7 @@ kernelTest("e2e modes: DEL with a vanished or empty netns still releases host-lo
           `DEL with an empty netns failed: ${delEmpty.stdout}\n${delEmpty.stderr}`,
         );
         assert.deepEqual(await reservations(lab, "net"), []);
-        assert.ok(!(await exists(`${daemon.stateDir}/ctr-nons`)));
+        assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-nons`)));
       });
     })
   );

@@ -9,7 +9,7 @@ import {
   startDaemon,
   startFakeApiserver,
 } from "../helpers/daemon.ts";
-import { kernelTest, type Lab, withLab } from "../helpers/netns.ts";
+import { kernelTest, type Lab, pathExists, withLab } from "../helpers/netns.ts";
 
 const NODE = "node-a";
 
@@ -30,15 +30,6 @@ function pod(name: string, annotations: Record<string, string> = {}, requests: R
     metadata: { name, namespace: "default", annotations },
     spec: { nodeName: NODE, containers: [{ name: "app", image: "x", resources: { requests } }] },
   };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function reservations(lab: Lab, network: string): Promise<string[]> {
@@ -161,7 +152,7 @@ kernelTest(
       assert.ok(!links.includes("eth0") && !links.includes("net1"), `links left: ${links}`);
       assert.deepEqual(await reservations(lab, "bridge-net"), []);
       assert.deepEqual(await reservations(lab, "macnet"), []);
-      assert.ok(!(await exists(`${daemon.stateDir}/ctr-two-nets`)), "state file left after DEL");
+      assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-two-nets`)), "state file left after DEL");
     });
   },
 );
@@ -268,7 +259,7 @@ kernelTest("e2e: a failing second network rolls back the first", async () => {
     assert.match(err.msg, /network "second": plugin broken: no addresses left/);
     assert.ok(!(await lab.linkNames(p)).includes("eth0"), "first network left behind");
     assert.deepEqual(await reservations(lab, "first"), []);
-    assert.ok(!(await exists(`${daemon.stateDir}/ctr-rollback`)));
+    assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-rollback`)));
   });
 });
 
@@ -298,7 +289,7 @@ kernelTest("e2e: DEL after the daemon was killed with SIGKILL and restarted remo
       assert.equal(del.code, 0, del.stdout);
       assert.ok(!(await lab.linkNames(p)).includes("eth0"));
       assert.deepEqual(await reservations(lab, "net"), []);
-      assert.ok(!(await exists(`${daemon.stateDir}/ctr-restart`)));
+      assert.ok(!(await pathExists(`${daemon.stateDir}/ctr-restart`)));
     } finally {
       if (daemon) await daemon.process.stop("SIGTERM");
       await api.process.stop("SIGTERM");

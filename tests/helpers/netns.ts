@@ -207,3 +207,13 @@ export async function namespacesWithPrefix(prefix: string): Promise<string[]> {
   const list = JSON.parse(out.trim() || "[]") as { name: string }[];
   return list.map((n) => n.name).filter((n) => n.startsWith(prefix));
 }
+
+/** True when something exists at `path`. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

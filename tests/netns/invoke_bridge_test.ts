@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { kernelTest, type Lab, runCommand, withLab } from "../helpers/netns.ts";
+import { kernelTest, type Lab, pathExists, runCommand, withLab } from "../helpers/netns.ts";
 import { REPO_ROOT } from "../helpers/launchers.ts";
 
 const STANDARD_PLUGINS = "/usr/lib/cni";
@@ -23,17 +23,8 @@ async function cnitool(lab: Lab, verb: string, request: Record<string, unknown>)
   return await lab.tryExec(lab.node, Deno.execPath(), ["run", "-A", "--quiet", CNITOOL, verb], { stdin });
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 kernelTest("invoke: standard bridge + host-local conflist, ADD / CHECK / DEL in namespaces", async () => {
-  if (!(await exists(`${STANDARD_PLUGINS}/bridge`))) {
+  if (!(await pathExists(`${STANDARD_PLUGINS}/bridge`))) {
     throw new Error(`${STANDARD_PLUGINS}/bridge is missing: install Debian's containernetworking-plugins`);
   }
   await withLab("bridge", async (lab) => {
@@ -82,8 +73,8 @@ kernelTest("invoke: standard bridge + host-local conflist, ADD / CHECK / DEL in 
     const del = await cnitool(lab, "del", { list, rt });
     assert.equal(del.code, 0, `DEL failed: ${del.stdout}`);
     assert.ok(!(await lab.linkNames(pod)).includes("eth0"), "eth0 is still in the pod after DEL");
-    assert.ok(!(await exists(reservation)), "host-local reservation left after DEL");
-    assert.ok(!(await exists(cacheFile)), "cache file left after DEL");
+    assert.ok(!(await pathExists(reservation)), "host-local reservation left after DEL");
+    assert.ok(!(await pathExists(cacheFile)), "cache file left after DEL");
 
     const again = await cnitool(lab, "del", { list, rt });
     assert.equal(again.code, 0, `second DEL failed: ${again.stdout}`);
@@ -110,8 +101,8 @@ kernelTest("invoke: GC deletes cached attachments that are no longer valid", asy
 
     assert.ok((await lab.linkNames(keep)).includes("eth0"));
     assert.ok(!(await lab.linkNames(stale)).includes("eth0"), "stale attachment survived GC");
-    assert.ok(await exists(`${lab.dir}/cache/results/gtest-bridge-ctr-keep-eth0`));
-    assert.ok(!(await exists(`${lab.dir}/cache/results/gtest-bridge-ctr-stale-eth0`)));
+    assert.ok(await pathExists(`${lab.dir}/cache/results/gtest-bridge-ctr-keep-eth0`));
+    assert.ok(!(await pathExists(`${lab.dir}/cache/results/gtest-bridge-ctr-stale-eth0`)));
     const reserved = [];
     for await (const e of Deno.readDir(`${lab.dir}/ipam/gtest-bridge`)) {
       if (e.name.startsWith("198.")) reserved.push(e.name);

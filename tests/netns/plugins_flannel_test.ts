@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { launcherDir } from "../helpers/launchers.ts";
 import { readCalls, writeFakePlugins } from "../helpers/fake_plugins.ts";
-import { kernelTest, type Lab, type Netns, type RunResult, withLab } from "../helpers/netns.ts";
+import { kernelTest, type Lab, type Netns, pathExists, type RunResult, withLab } from "../helpers/netns.ts";
 import { type CniVersion, resultSchemaFor } from "../../cni/spec.ts";
 
 const STANDARD_PLUGINS = "/usr/lib/cni";
@@ -72,15 +72,6 @@ function cniError(r: RunResult): { code: number; msg: string; details?: string }
   return JSON.parse(r.stdout);
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function listDir(dir: string): Promise<string[]> {
   const names: string[] = [];
   try {
@@ -100,7 +91,7 @@ async function natRules(lab: Lab): Promise<string> {
 }
 
 async function requireBridge(): Promise<void> {
-  if (!(await exists(`${STANDARD_PLUGINS}/bridge`))) {
+  if (!(await pathExists(`${STANDARD_PLUGINS}/bridge`))) {
     throw new Error(`${STANDARD_PLUGINS}/bridge is missing: install Debian's containernetworking-plugins`);
   }
 }
@@ -208,8 +199,8 @@ for (const version of ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const) {
       assert.equal(del.code, 0, `DEL failed: ${del.stdout} ${del.stderr}`);
       assert.equal(del.stdout, "");
       assert.ok(!(await lab.linkNames(pod)).includes("eth0"), "eth0 is still in the pod after DEL");
-      assert.ok(!(await exists(reservation(s, address))), "host-local reservation left after DEL");
-      assert.ok(!(await exists(savedFile)), "saved file left after DEL");
+      assert.ok(!(await pathExists(reservation(s, address))), "host-local reservation left after DEL");
+      assert.ok(!(await pathExists(savedFile)), "saved file left after DEL");
       assert.doesNotMatch(await natRules(lab), new RegExp(at.containerId));
 
       const again = await flannel(s, "DEL", conf, at);
@@ -243,7 +234,7 @@ kernelTest("galaxy-flannel 0.1.0 and 0.2.0: ADD prints a legacy result, DEL remo
       const del = await flannel(s, "DEL", flannelConf(s, version), at);
       assert.equal(del.code, 0, `DEL failed: ${del.stdout} ${del.stderr}`);
       assert.ok(!(await lab.linkNames(pod)).includes("eth0"));
-      assert.ok(!(await exists(reservation(s, result.ip4.ip))));
+      assert.ok(!(await pathExists(reservation(s, result.ip4.ip))));
     }
     assert.deepEqual(await listDir(s.dataDir), []);
   });
@@ -267,7 +258,7 @@ kernelTest(
       const del1 = await flannel(s, "DEL", flannelConf(s, "1.0.0"), lostAt);
       assert.equal(del1.code, 0, `DEL without a saved file failed: ${del1.stdout} ${del1.stderr}`);
       assert.ok(
-        !(await exists(reservation(s, lostAdd.address))),
+        !(await pathExists(reservation(s, lostAdd.address))),
         "DEL without a saved file did not release IPAM",
       );
       assert.ok(!(await lab.linkNames(lost)).includes("eth0"), "DEL without a saved file left eth0");
@@ -279,7 +270,7 @@ kernelTest(
       const del2 = await flannel(s, "DEL", flannelConf(s, "1.0.0"), goneAt);
       assert.equal(del2.code, 0, `DEL with a vanished netns failed: ${del2.stdout} ${del2.stderr}`);
       assert.ok(
-        !(await exists(reservation(s, goneAdd.address))),
+        !(await pathExists(reservation(s, goneAdd.address))),
         "DEL with a vanished netns did not release IPAM",
       );
       assert.deepEqual(await listDir(s.dataDir), []);
@@ -365,8 +356,10 @@ kernelTest(
       await writer.close();
       const savedFile = `${s.dataDir}/${at.containerId}`;
       const deadline = Date.now() + 20_000;
-      while (!(await exists(savedFile)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(await exists(savedFile), "no saved file while the delegate ADD was running");
+      while (!(await pathExists(savedFile)) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(await pathExists(savedFile), "no saved file while the delegate ADD was running");
       assert.equal(JSON.parse(await Deno.readTextFile(savedFile)).delegate.type, "fake-delegate");
       child.kill("SIGKILL");
       // Killed, not exited: the plugin was still inside its delegate ADD when the saved file was already there.
@@ -381,7 +374,7 @@ kernelTest(
       const calls = await readCalls(record);
       assert.deepEqual(calls.map((c) => c.verb), ["ADD", "DEL"]);
       assert.deepEqual(calls[1].conf, calls[0].conf);
-      assert.ok(!(await exists(savedFile)));
+      assert.ok(!(await pathExists(savedFile)));
     });
   },
 );
@@ -396,7 +389,7 @@ kernelTest(
       const missing = cniError(await flannel(s, "ADD", flannelConf(s, "1.0.0"), at));
       assert.equal(missing.code, 5);
       assert.match(missing.msg, new RegExp(`cannot read subnet file ${s.subnetFile}`));
-      assert.ok(!(await exists(s.dataDir)), "a failed ADD created the dataDir");
+      assert.ok(!(await pathExists(s.dataDir)), "a failed ADD created the dataDir");
       assert.deepEqual(await lab.linkNames(pod), ["lo"]);
       assert.deepEqual(await lab.linkNames(lab.node), ["lo"]);
 
@@ -451,9 +444,9 @@ kernelTest(
       assert.equal(gc.code, 0, `GC failed: ${gc.stdout} ${gc.stderr}`);
       assert.deepEqual(await listDir(s.dataDir), ["ctr-keep", "ctr-other-net"]);
       assert.ok(!(await lab.linkNames(stale)).includes("eth0"), "the stale attachment kept its eth0");
-      assert.ok(!(await exists(reservation(s, gone.address))), "the stale reservation survived GC");
+      assert.ok(!(await pathExists(reservation(s, gone.address))), "the stale reservation survived GC");
       assert.deepEqual(await lab.addresses(keep, "eth0"), [kept.address]);
-      assert.ok(await exists(reservation(s, kept.address)));
+      assert.ok(await pathExists(reservation(s, kept.address)));
 
       const del = await flannel(s, "DEL", flannelConf(s, "1.1.0"), keepAt);
       assert.equal(del.code, 0, del.stdout);

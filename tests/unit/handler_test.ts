@@ -1,3 +1,4 @@
+import { pathExists } from "../helpers/netns.ts";
 import assert from "node:assert/strict";
 import type { Result } from "../../cni/spec.ts";
 import { encodeBase64 } from "../../cni/wire.ts";
@@ -216,15 +217,6 @@ function errorOf(reply: HandlerReply): { code: number; msg: string; details?: st
   return JSON.parse(reply.body);
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const TWO_NETS = {
   NetworkConf: [
     { name: "first", type: "recorder", recordFile: "RECORD", addAddress: "198.18.0.10/24" },
@@ -298,7 +290,7 @@ Deno.test("handleCni: ADD (standalone) runs DefaultNetworks in order and writes 
 
     const del = await call(ctx, "DEL");
     assert.equal(del.status, 200, del.body);
-    assert.ok(!(await exists(path)));
+    assert.ok(!(await pathExists(path)));
   });
 });
 

@@ -4,7 +4,6 @@ import { CniError, ErrorCode } from "../../cni/spec.ts";
 import { type GalaxyConfig, parseGalaxyConfig } from "../../daemon/config.ts";
 import {
   findNetworkInConfDir,
-  ifnameProblem,
   parseGalaxyArgs,
   parseNetworksAnnotation,
   type PodLike,
@@ -96,7 +95,7 @@ Deno.test("annotation: comma-list grammar errors name the annotation and the ite
     ["ns_x/net", /namespace "ns_x" must match/],
     ["net@Eth0", /interface "Eth0" must match/],
     ["net@eth.0", /interface "eth.0" must match/],
-    ["net@abcdefghijklmnop", /at most 15 bytes/],
+    ["net@abcdefghijklmnop", /longer than 15 bytes/],
     ["a b", /network name "a b" must match/],
     ["good, bad!", /item "bad!"/],
   ];
@@ -159,13 +158,13 @@ Deno.test("annotation: JSON-form type and value errors name the element", () => 
     [[{ name: "" }], /element 0 \(name ""\): "name" may not be empty/],
     [[{ name: "a" }, { name: "b", namespace: 1 }], /element 1 \(name "b"\): "namespace" must be a string/],
     [[{ name: "a", interface: 0 }], /element 0 \(name "a"\): "interface" must be a string/],
-    [[{ name: "a", interface: "" }], /"interface" "": an interface name may not be empty/],
-    [[{ name: "a", interface: "abcdefghijklmnop" }], /at most 15 bytes/],
+    [[{ name: "a", interface: "" }], /"interface" "": is empty/],
+    [[{ name: "a", interface: "abcdefghijklmnop" }], /longer than 15 bytes/],
     [[{ name: "a", interface: "." }], /"\." is not a valid interface name/],
     [[{ name: "a", interface: ".." }], /"\.\." is not a valid interface name/],
-    [[{ name: "a", interface: "eth/0" }], /may not contain/],
-    [[{ name: "a", interface: "eth:0" }], /may not contain/],
-    [[{ name: "a", interface: "eth 0" }], /may not contain/],
+    [[{ name: "a", interface: "eth/0" }], /contains/],
+    [[{ name: "a", interface: "eth:0" }], /contains/],
+    [[{ name: "a", interface: "eth 0" }], /contains/],
     [[{ name: "a", ips: "198.18.0.1" }], /"ips" must be an array of strings/],
     [[{ name: "a", ips: [1] }], /"ips" must be an array of strings/],
     [[{ name: "a", ips: ["nope"] }], /"ips": "nope" is not an IP address or CIDR/],
@@ -184,9 +183,8 @@ Deno.test("annotation: JSON-form type and value errors name the element", () => 
     );
   }
   // Interface names with multi-byte characters count bytes, as the kernel does.
-  throwsCni(() => parseNetworksAnnotation('[{"name":"a","interface":"ééééééééé"}]'), /at most 15 bytes/);
-  assert.equal(ifnameProblem("eth0"), undefined);
-  assert.equal(ifnameProblem("a".repeat(15)), undefined);
+  throwsCni(() => parseNetworksAnnotation('[{"name":"a","interface":"ééééééééé"}]'), /longer than 15 bytes/);
+  assert.equal(parseNetworksAnnotation(`a@${"e".repeat(15)}`)[0].interface, "e".repeat(15));
   // Other MAC spellings Go's ParseMAC accepts.
   for (const mac of ["02-00-00-AA-BB-CC", "0200.00aa.bbcc", "02:00:00:00:00:00:00:01"]) {
     assert.equal(parseNetworksAnnotation(JSON.stringify([{ name: "a", mac }]))[0].mac, mac);
