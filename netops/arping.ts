@@ -9,7 +9,7 @@
  * namespace work. nsenter forks a fresh process, accepts any path, and is awaited asynchronously.
  * @module
  */
-import { isIP } from "node:net";
+import { isIP } from "./ip_address.ts";
 import { validateIfName } from "./ip.ts";
 
 /** Options for {@linkcode sendGratuitousArp}. */

@@ -8,7 +8,7 @@
  * every token is checked: none may be empty or contain whitespace, quotes, a backslash or `#`.
  * @module
  */
-import { isIP } from "node:net";
+import { isIP } from "./ip_address.ts";
 import { runCommands } from "./netns.ts";
 
 /** A bad argument to an operation (the batch is never sent). */

@@ -9,8 +9,7 @@
  * the plugin's own (the node's); pod namespaces are paths (`CNI_NETNS`).
  * @module
  */
-import { createHash } from "node:crypto";
-import { isIPv4 } from "node:net";
+import { isIPv4 } from "../../netops/ip_address.ts";
 import {
   addrAdd,
   getLink,
@@ -76,8 +75,12 @@ export function tempPeerName(containerId: string, options: NameOptions = {}): st
 }
 
 /** tke-route-eni's host veth: `eni` + the first 11 hex digits of SHA-1(`<namespace>.<pod>`). */
-export function eniVethName(namespace: string, podName: string): string {
-  const digest = createHash("sha1").update(`${namespace}.${podName}`).digest("hex");
+export async function eniVethName(namespace: string, podName: string): Promise<string> {
+  // Web Crypto rather than node:crypto, whose Node compatibility layer costs ~15 ms per plugin start.
+  const bytes = new Uint8Array(
+    await crypto.subtle.digest("SHA-1", new TextEncoder().encode(`${namespace}.${podName}`)),
+  );
+  const digest = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
   return validateIfName(`eni${digest.slice(0, 11)}`);
 }
 

@@ -89,14 +89,14 @@ function parseConf(req: PluginRequest): TkeRouteEniConf & { dns?: Result["dns"] 
 }
 
 /** The host veth name from K8S_POD_NAMESPACE and K8S_POD_NAME, or `undefined` when either is missing. */
-function hostName(req: PluginRequest): string | undefined {
+async function hostName(req: PluginRequest): Promise<string | undefined> {
   const namespace = cniArg(req, "K8S_POD_NAMESPACE");
   const pod = cniArg(req, "K8S_POD_NAME");
-  return namespace && pod ? eniVethName(namespace, pod) : undefined;
+  return namespace && pod ? await eniVethName(namespace, pod) : undefined;
 }
 
-function requireHostName(req: PluginRequest): string {
-  const name = hostName(req);
+async function requireHostName(req: PluginRequest): Promise<string> {
+  const name = await hostName(req);
   if (!name) {
     throw new CniError(
       ErrorCode.InvalidEnvironment,
@@ -131,7 +131,7 @@ function ruleKeys(ip: string, routeTable: number): RuleKey[] {
 /** ADD: the veth, both sides, the host route and the rules; everything is undone when a step fails. */
 export async function add(req: PluginRequest): Promise<Result> {
   const conf = parseConf(req);
-  const host = requireHostName(req);
+  const host = await requireHostName(req);
   const netns = req.netns;
   await requireEni(conf.eni);
   let peer: string;
@@ -202,7 +202,7 @@ export async function del(req: PluginRequest): Promise<void> {
     const pod = await deletePodInterface(req.netns, req.ifname, { kind: "veth", collectIpv4: !ip });
     if (pod.outcome === "foreign") logLine(NAME, `${req.ifname} in ${req.netns} is not a veth; left alone`);
     ip ??= pod.ipv4[0]?.split("/")[0];
-    const host = hostName(req);
+    const host = await hostName(req);
     if (host) {
       const index = interfaceIndex(req.prevResult, host);
       const mac = index >= 0 ? req.prevResult?.interfaces?.[index].mac : undefined;
@@ -248,7 +248,7 @@ export async function check(req: PluginRequest): Promise<void> {
   const conf = parseConf(req);
   const prev = req.prevResult;
   if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: CHECK needs prevResult`);
-  const host = requireHostName(req);
+  const host = await requireHostName(req);
   const hostIndex = interfaceIndex(prev, host);
   const hostMac = hostIndex >= 0 ? prev.interfaces?.[hostIndex].mac : undefined;
   const ip = ipv4Of(prev, { ifname: req.ifname, netns: req.netns });

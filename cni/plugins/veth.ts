@@ -11,7 +11,7 @@
  * keeping the other route.
  * @module
  */
-import { isIPv4 } from "node:net";
+import { isIPv4 } from "../../netops/ip_address.ts";
 import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { CniError, ErrorCode, type Result } from "../version.ts";

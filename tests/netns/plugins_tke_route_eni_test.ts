@@ -388,7 +388,7 @@ kernelTest("tke-route-eni: routeTable 0 adds no from-rule; a 4-character contain
     const add = await runBuiltin(lab, PLUGIN, { verb: "ADD", conf, ...call });
     assertOk(add, "ADD");
     const ip = add.result!.ips![0].address.split("/")[0];
-    const host = eniVethName(POD_NAMESPACE, "web-1");
+    const host = await eniVethName(POD_NAMESPACE, "web-1");
     assert.equal(add.result!.interfaces![0].name, host);
     assert.deepEqual(await rulesOf(lab, ip), [[512, "to", "main"]]);
     assert.ok(await ping(lab, lab.node, ip));

@@ -50,13 +50,13 @@ Deno.test("hostVethName: a name over 15 characters is refused, not truncated", (
   });
 });
 
-Deno.test("eniVethName: eni + 11 hex digits of sha1(namespace.pod)", () => {
-  assert.equal(eniVethName("default", "nginx-0"), "enic048fd9a750"); // galaxy-behaviour.md §3.0
+Deno.test("eniVethName: eni + 11 hex digits of sha1(namespace.pod)", async () => {
+  assert.equal(await eniVethName("default", "nginx-0"), "enic048fd9a750"); // galaxy-behaviour.md §3.0
   const digest = createHash("sha1").update("kube-system.coredns-7d89d9b6b8-x2x4q").digest("hex");
-  assert.equal(eniVethName("kube-system", "coredns-7d89d9b6b8-x2x4q"), `eni${digest.slice(0, 11)}`);
-  assert.equal(eniVethName("a", "b").length, 14);
-  assert.notEqual(eniVethName("default", "web-0"), eniVethName("default", "web-1"));
-  assert.notEqual(eniVethName("a.b", "c"), eniVethName("a", "b.c.x"));
+  assert.equal(await eniVethName("kube-system", "coredns-7d89d9b6b8-x2x4q"), `eni${digest.slice(0, 11)}`);
+  assert.equal((await eniVethName("a", "b")).length, 14);
+  assert.notEqual(await eniVethName("default", "web-0"), await eniVethName("default", "web-1"));
+  assert.notEqual(await eniVethName("a.b", "c"), await eniVethName("a", "b.c.x"));
 });
 
 Deno.test("macFromIp: 02:42 and the four octets as two hex digits each", () => {
