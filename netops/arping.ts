@@ -22,6 +22,11 @@ export interface ArpingOptions {
   count?: number;
   /** Kill arping after this many seconds (default 5). */
   timeoutSeconds?: number;
+  /**
+   * Do not wait: arping goes on by itself (bounded by `timeoutSeconds`) and may outlive this process, so that a
+   * pod's start does not wait for the ~1 s arping sleeps between packets. Its outcome is then not reported.
+   */
+  detach?: boolean;
 }
 
 /** The argv Galaxy uses: `[nsenter --net=<path>] arping -c <count> -U|-A -I <dev> <ip>`. */
@@ -57,6 +62,24 @@ export async function sendGratuitousArp(
     argv = arpingArgv(dev, ip, options);
   } catch (err) {
     console.error(`arping ${dev} ${ip}: ${(err as Error).message}`);
+    return false;
+  }
+  if (options.detach) {
+    // A shell puts arping in the background and exits at once, so arping is nobody's child here and no pipe
+    // of ours is handed down: whoever reads this plugin's stdout does not wait for it.
+    const script = 'timeout -k 1 "$0" "$@" </dev/null >/dev/null 2>&1 &';
+    try {
+      const out = await new Deno.Command("sh", {
+        args: ["-c", script, String(options.timeoutSeconds ?? 5), ...argv],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      if (out.success) return true;
+      console.error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+    } catch (err) {
+      console.error(`${argv.join(" ")}: ${(err as Error).message}`);
+    }
     return false;
   }
   let child: Deno.ChildProcess;

@@ -457,7 +457,10 @@ export async function add(req: PluginRequest): Promise<Result> {
     if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
     const plan = podPlan(alloc, conf);
     const { att, podLink } = await withFileLock(lockFile(conf), () => attachVf(req, conf, plan));
-    await sendGratuitousArp(req.ifname, plan.ips[0].address.split("/")[0], { netns: req.netns });
+    await sendGratuitousArp(req.ifname, plan.ips[0].address.split("/")[0], {
+      netns: req.netns,
+      detach: true,
+    });
     const ours: Result = {
       cniVersion: "1.1.0",
       interfaces: [{ name: req.ifname, mac: podLink.address, sandbox: req.netns, pciID: att.pciAddress }],

@@ -523,6 +523,19 @@ kernelTest("netops: gratuitous ARP from the pod updates the node's neighbour ent
     assert.equal(await sendGratuitousArp("eth0", "198.18.0.2", { netns: pod.path }), true);
     assert.equal((await nodeEntry())?.lladdr, POD_MAC, "arping -A corrected the node's entry");
 
+    // detached: returns at once, and the announcement still arrives
+    await staleWrong("02:00:00:00:00:97");
+    const started = performance.now();
+    assert.equal(await sendGratuitousArp("eth0", "198.18.0.2", { netns: pod.path, detach: true }), true);
+    assert.ok(performance.now() - started < 500, "a detached arping must not be waited for");
+    let lladdr;
+    for (let i = 0; i < 40 && lladdr !== POD_MAC; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      lladdr = (await nodeEntry())?.lladdr;
+    }
+    assert.equal(lladdr, POD_MAC, "the detached arping corrected the node's entry");
+    await new Promise((r) => setTimeout(r, 1500)); // let it finish before the lab goes away
+
     // failures are logged, never thrown
     const logged: string[] = [];
     const original = console.error;
