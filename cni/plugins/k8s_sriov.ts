@@ -57,6 +57,7 @@ import { allocate, type Allocation } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { CniError, type Dns, ErrorCode, type Result, type ResultIp } from "../version.ts";
 import { optionalDns } from "./conf.ts";
+import { withFileLock } from "./file_lock.ts";
 import {
   configurePodInterface,
   forwardToIpam,
@@ -74,7 +75,6 @@ import {
   readAttachment,
   removeAttachment,
   type SriovAttachment,
-  withFileLock,
   writeAttachment,
 } from "./sriov_state.ts";
 

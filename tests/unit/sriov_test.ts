@@ -13,9 +13,9 @@ import {
   readAttachment,
   removeAttachment,
   type SriovAttachment,
-  withFileLock,
   writeAttachment,
 } from "../../cni/plugins/sriov_state.ts";
+import { withFileLock } from "../../cni/plugins/file_lock.ts";
 import { CniError, ErrorCode } from "../../cni/version.ts";
 import { batchText, IfNameError } from "../../netops/ip.ts";
 import {
