@@ -5,3 +5,4 @@
 export * from "./cni/spec.ts";
 export { handle, type Plugin, type PluginRequest, runPlugin } from "./cni/skel.ts";
 export * from "./cni/invoke.ts";
+export { type CniWireRequest, DEFAULT_SOCKET_PATH, requestDaemon, type WireReply } from "./cni/wire.ts";
