@@ -18,6 +18,7 @@ interface Plan {
   cacheDir: string;
   socket: string;
   burst: number;
+  emptyDeno: string;
 }
 
 const plan = JSON.parse(await new Response(Deno.stdin.readable).text()) as Plan;
@@ -158,6 +159,7 @@ const report = {
   galaxy8: await concurrent(plan.shimList, galaxyPath, "gal8", 8),
   coldShim: await coldStarts(`${plan.launcherDir}/galaxy-sdn`, 20),
   coldBridge: await coldStarts(`${plan.standardDir}/bridge`, 20),
+  coldDeno: await coldStarts(plan.emptyDeno, 20),
   burst: await burst("burst"),
 };
 console.log(JSON.stringify(report));

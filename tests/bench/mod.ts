@@ -54,6 +54,20 @@ function treeRssKiB(pid: number): number {
   return total;
 }
 
+/** A launcher like galaxy-sdn's that runs an empty script: what any Deno process costs here. */
+async function writeEmptyDeno(dir: string): Promise<string> {
+  await Deno.writeTextFile(`${dir}/empty.ts`, "");
+  const path = `${dir}/empty-deno`;
+  await Deno.writeTextFile(
+    path,
+    `#!/bin/bash\nexec '${Deno.execPath()}' run --quiet --no-npm '${dir}/empty.ts'\n`,
+    {
+      mode: 0o755,
+    },
+  );
+  return path;
+}
+
 async function main(): Promise<number> {
   const reason = kernelSkipReason();
   if (reason) {
@@ -77,7 +91,7 @@ async function main(): Promise<number> {
         NetworkConf: [network("bench", "gbench0", "198.18.40.0/22")],
         DefaultNetworks: ["bench"],
       },
-      flags: ["--v=0", "--max-concurrent-requests=16"],
+      flags: ["--v=0"],
     });
     try {
       const plan = {
@@ -97,6 +111,7 @@ async function main(): Promise<number> {
         cacheDir: `${lab.dir}/cache`,
         socket: daemon.socket,
         burst: BURST,
+        emptyDeno: await writeEmptyDeno(lab.dir),
       };
       let peakKiB = 0;
       const sampler = setInterval(() => peakKiB = Math.max(peakKiB, treeRssKiB(daemon.process.pid)), 20);
@@ -169,6 +184,14 @@ async function main(): Promise<number> {
         "plugin cold start, VERSION (p50 / p99)",
         `${ms(cb.p50)} / ${ms(cb.p99)} (bridge)`,
         `${ms(cs.p50)} / ${ms(cs.p99)} (galaxy-sdn)`,
+        "informational",
+        true,
+      );
+      const cd = stats(r.coldDeno);
+      row(
+        "floor: any Deno process, empty script",
+        "-",
+        `${ms(cd.p50)} / ${ms(cd.p99)}`,
         "informational",
         true,
       );
