@@ -163,7 +163,7 @@ async function affinity(fake: FakeSriov, irq: number): Promise<string> {
 for (const version of TEST_VERSIONS) {
   const rich = !version.startsWith("0.1") && !version.startsWith("0.2");
   const canCheck = version >= "0.4.0";
-  // Debian's host-local stops at 1.0.0, and Galaxy passes ipinfos: three rows each way.
+  // Both address sources: three rows take ipinfos (as Galaxy passes them), the rest host-local.
   const viaIpinfos = ["0.1.0", "0.2.0", "1.1.0"].includes(version);
   const net = 30 + TEST_VERSIONS.indexOf(version);
 

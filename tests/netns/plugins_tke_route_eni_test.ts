@@ -95,7 +95,7 @@ async function assertNothingLeft(lab: Lab, pod: Netns | undefined, ip: string): 
 for (const version of TEST_VERSIONS) {
   const rich = !version.startsWith("0.1") && !version.startsWith("0.2");
   const canCheck = version >= "0.4.0";
-  const viaIpinfos = version === "1.1.0"; // Debian's host-local stops at 1.0.0
+  const viaIpinfos = version === "1.1.0"; // one row takes ipinfos, as under Galaxy; the rest host-local
 
   kernelTest(`tke-route-eni ${version}: ADD, veth, routes, rules, ping, CHECK, DEL, DEL again`, async () => {
     await withLab(`eni${version.replaceAll(".", "")}`, async (lab) => {

@@ -73,7 +73,7 @@ async function assertAttachmentGone(lab: Lab, pod: Netns | undefined, ips: strin
 for (const version of TEST_VERSIONS) {
   const rich = !version.startsWith("0.1") && !version.startsWith("0.2");
   const canCheck = version >= "0.4.0";
-  // Debian's host-local stops at 1.0.0, so the 1.1.0 row takes its address from ipinfos, as under Galaxy
+  // The 1.1.0 row takes its address from ipinfos, as under Galaxy; the others from host-local
   const viaIpinfos = version === "1.1.0";
 
   kernelTest(
