@@ -59,6 +59,7 @@ import { CniError, type Dns, ErrorCode, type Result, type ResultIp } from "../ve
 import { optionalDns } from "./conf.ts";
 import { withFileLock } from "./file_lock.ts";
 import {
+  cleanUpThenRelease,
   configurePodInterface,
   forwardToIpam,
   interfaceIndex,
@@ -480,8 +481,7 @@ export async function add(req: PluginRequest): Promise<Result> {
  * is released whatever happened before.
  */
 export async function del(req: PluginRequest): Promise<void> {
-  let failure: unknown;
-  try {
+  await cleanUpThenRelease(req, async () => {
     const conf = parseConf(req.config);
     await withFileLock(lockFile(conf), async () => {
       let att: SriovAttachment | undefined;
@@ -500,15 +500,7 @@ export async function del(req: PluginRequest): Promise<void> {
       );
       await removeAttachment(conf.lockDir, att);
     });
-  } catch (err) {
-    failure = err;
-  }
-  try {
-    await releaseDelegated(req);
-  } catch (err) {
-    failure ??= err;
-  }
-  if (failure !== undefined) throw kernelError(failure, NAME);
+  }, { plugin: NAME });
 }
 
 /**

@@ -160,6 +160,29 @@ export async function releaseDelegated(req: PluginRequest): Promise<void> {
 }
 
 /**
+ * The shape of every DEL: run `cleanup`, then release delegated IPAM whatever happened before (an address must
+ * never leak), and throw the first failure as a CNI error of `plugin`.
+ */
+export async function cleanUpThenRelease(
+  req: PluginRequest,
+  cleanup: () => Promise<void>,
+  options: { plugin: string },
+): Promise<void> {
+  let failure: unknown;
+  try {
+    await cleanup();
+  } catch (err) {
+    failure = err;
+  }
+  try {
+    await releaseDelegated(req);
+  } catch (err) {
+    failure ??= err;
+  }
+  if (failure !== undefined) throw kernelError(failure, options.plugin);
+}
+
+/**
  * Forwards CHECK, STATUS or GC to the configuration's IPAM plugin (not when `ipinfos` replaced it). STATUS
  * and GC only go to an IPAM that lists 1.1.0 in its VERSION answer: older ones (Debian's host-local) do not
  * know the verbs, so there is nothing to forward and that is logged.
@@ -229,6 +252,12 @@ export function interfaceIndex(
   return (result?.interfaces ?? []).findIndex((i: ResultInterface) =>
     i.name === name && (options.sandbox === undefined || i.sandbox === options.sandbox)
   );
+}
+
+/** The MAC `result` reports for interface `name`, if any. */
+export function interfaceMac(result: Result | undefined, name: string): string | undefined {
+  const index = interfaceIndex(result, name);
+  return index >= 0 ? result?.interfaces?.[index].mac : undefined;
 }
 
 /**

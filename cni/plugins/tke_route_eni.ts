@@ -27,6 +27,7 @@ import { CniError, ErrorCode, type Result } from "../version.ts";
 import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
 import {
   addHostRoute,
+  cleanUpThenRelease,
   configurePodInterface,
   createVethPair,
   deleteHostRules,
@@ -196,8 +197,7 @@ function knownIp(req: PluginRequest): string | undefined {
  * rules of the address unless a live link still routes it, then IPAM, released whatever happened before.
  */
 export async function del(req: PluginRequest): Promise<void> {
-  let failure: unknown;
-  try {
+  await cleanUpThenRelease(req, async () => {
     let ip = knownIp(req);
     const pod = await deletePodInterface(req.netns, req.ifname, { kind: "veth", collectIpv4: !ip });
     if (pod.outcome === "foreign") logLine(NAME, `${req.ifname} in ${req.netns} is not a veth; left alone`);
@@ -232,15 +232,7 @@ export async function del(req: PluginRequest): Promise<void> {
         ]);
       }
     }
-  } catch (err) {
-    failure = err;
-  }
-  try {
-    await releaseDelegated(req);
-  } catch (err) {
-    failure ??= err;
-  }
-  if (failure !== undefined) throw kernelError(failure, NAME);
+  }, { plugin: NAME });
 }
 
 /** CHECK: the pod interface, address, gateway routes and neighbour, host veth, host route and rules. */

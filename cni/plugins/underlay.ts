@@ -31,18 +31,19 @@ import { CniError, type Dns, ErrorCode, type Result, type ResultRoute } from "..
 import {
   addHostRoute,
   cid9,
+  cleanUpThenRelease,
   configurePodInterface,
   createVethPair,
   hasIpInfos,
   hostVethName,
   interfaceIndex,
+  interfaceMac,
   ipv4Of,
   kernelError,
   logLine,
   macFromIp,
   type PodRoute,
   prepareVethNames,
-  releaseDelegated,
   removeHostLink,
   tempPeerName,
   type Undo,
@@ -758,8 +759,7 @@ async function deleteHostVeths(
  */
 export async function deleteAttachment(req: PluginRequest, options: AttachmentDeletion): Promise<void> {
   const { plugin } = options;
-  let failure: unknown;
-  try {
+  await cleanUpThenRelease(req, async () => {
     const expected = expectedInterfaces(req);
     if (req.netns) {
       try {
@@ -783,15 +783,7 @@ export async function deleteAttachment(req: PluginRequest, options: AttachmentDe
       const left = await getLink(null, tmp);
       if (left && SLAVE_KINDS.includes(left.kind ?? "")) await runBatch(null, [linkDel(tmp)]);
     }
-  } catch (err) {
-    failure = err;
-  }
-  try {
-    await releaseDelegated(req);
-  } catch (err) {
-    failure ??= err;
-  }
-  if (failure !== undefined) throw kernelError(failure, `${plugin}: DEL`);
+  }, { plugin: `${plugin}: DEL` });
 }
 
 /** Options for {@linkcode checkAttachment}. */
@@ -858,7 +850,7 @@ export async function checkAttachment(req: PluginRequest, options: AttachmentChe
       const host = hostVethName(req.containerId, { suffix: `${options.vethSuffix}${i}` });
       const hostIndex = interfaceIndex(prev, host);
       if (hostIndex < 0) problems.push(`prevResult has no host interface ${host}`);
-      checks.hostLinks = [{ name: host, mac: hostIndex >= 0 ? prev.interfaces?.[hostIndex].mac : undefined }];
+      checks.hostLinks = [{ name: host, mac: interfaceMac(prev, host) }];
       const link = hostLinks.find((l) => l.name === host);
       const side = options.hostSide ?? "either";
       if (side === "bridge" || (side === "either" && link?.master)) {

@@ -18,6 +18,7 @@ import { CniError, ErrorCode, type Result } from "../version.ts";
 import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
 import {
   addHostRoute,
+  cleanUpThenRelease,
   configurePodInterface,
   createVethPair,
   deletePodInterface,
@@ -26,6 +27,7 @@ import {
   gatewayRoutes,
   hostVethName,
   interfaceIndex,
+  interfaceMac,
   ipv4Of,
   kernelError,
   logLine,
@@ -114,28 +116,18 @@ export async function add(req: PluginRequest): Promise<Result> {
  * `prevResult`, when there is one), then IPAM, which is released whatever happened before.
  */
 export async function del(req: PluginRequest): Promise<void> {
-  let failure: unknown;
-  try {
+  await cleanUpThenRelease(req, async () => {
     const { host } = names(req);
     const pod = await deletePodInterface(req.netns, req.ifname, { kind: "veth" });
     if (pod.outcome === "foreign") logLine(NAME, `${req.ifname} in ${req.netns} is not a veth; left alone`);
-    const hostIndex = interfaceIndex(req.prevResult, host);
-    const mac = hostIndex >= 0 ? req.prevResult?.interfaces?.[hostIndex].mac : undefined;
+    const mac = interfaceMac(req.prevResult, host);
     if ((await removeHostLink(host, { mac })) === "kept") {
       logLine(
         NAME,
         `host veth ${host} has another MAC than this attachment's; it belongs to another one, kept`,
       );
     }
-  } catch (err) {
-    failure = err;
-  }
-  try {
-    await releaseDelegated(req);
-  } catch (err) {
-    failure ??= err;
-  }
-  if (failure !== undefined) throw kernelError(failure, NAME);
+  }, { plugin: NAME });
 }
 
 /** CHECK: the pod interface, its /32, the gateway routes and neighbour, the host veth and the host route. */
