@@ -19,7 +19,6 @@ import {
   type Result,
   versionAtLeast,
 } from "./version.ts";
-import { configureNetnsWorkers } from "../netops/netns.ts";
 
 /** The verbs of CNI 1.1. */
 export type Verb = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
@@ -319,8 +318,6 @@ function readStdin(): Uint8Array {
 
 /** The entry of a plugin executable: reads the real env and stdin, prints, and returns the exit code. */
 export async function runPlugin(plugin: Plugin): Promise<number> {
-  // A plugin process lives for one call: nsenter children (~3 ms each) beat starting a worker (~60 ms).
-  configureNetnsWorkers({ executor: "nsenter" });
   const env = Deno.env.toObject();
   let stdin: Uint8Array = new Uint8Array();
   if (env.CNI_COMMAND !== "VERSION") {

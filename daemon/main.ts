@@ -11,6 +11,7 @@ import { isStandalone, KubePodSource } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
 import { CniMetrics, describeExchange, serveMetrics } from "./metrics.ts";
 import { startServer } from "./server.ts";
+import { configureNetnsWorkers } from "../netops/netns.ts";
 
 /** How long in-flight requests may take to finish after SIGTERM. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -40,7 +41,9 @@ export async function main(args: string[]): Promise<number> {
     console.log(versionLine());
     return 0;
   }
-  await configureLogging(flags);
+  configureLogging(flags);
+  // A long-lived process: namespace work goes to pooled setns workers, not an nsenter child per step.
+  configureNetnsWorkers({ executor: "worker" });
   const log = getLog("daemon");
   log.info(`starting ${versionLine()}`);
 

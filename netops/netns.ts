@@ -11,10 +11,11 @@
  * `setns` costs microseconds, so entering per job is free. Idle workers are `unref`'d and never keep the
  * process alive; {@linkcode shutdownNetnsWorkers} ends them (tests, daemon shutdown).
  *
- * A one-shot process (a CNI plugin, which lives for a few hundred milliseconds) can choose the `nsenter`
- * executor instead: each step becomes an `nsenter --net=<path>` child, about 3 ms, where starting a worker
- * thread costs about 60 ms and loading `node:worker_threads` about 15 ms more. The semantics are the same:
- * the calling thread never changes namespace.
+ * A process uses `nsenter` unless it opts in to the pool: most processes here are one-shot CNI plugins that
+ * live for a few hundred milliseconds, and for them an `nsenter --net=<path>` child per step (about 3 ms)
+ * beats starting a worker thread (about 60 ms) and loading `node:worker_threads` (about 15 ms). A long-lived
+ * process (the daemon) calls {@linkcode configureNetnsWorkers} with `executor: "worker"`. Either way the
+ * calling thread never changes namespace.
  * @module
  */
 import type { Worker } from "node:worker_threads";
@@ -129,14 +130,14 @@ const slots: Slot[] = [];
 const queue: Job[] = [];
 const stats = { created: 0, jobs: 0, dropped: 0 };
 let maxWorkers = 4;
-let executor: "worker" | "nsenter" = "worker";
+let executor: "worker" | "nsenter" = "nsenter";
 let WorkerClass: typeof Worker | undefined;
 let nextId = 1;
 const decoder = new TextDecoder();
 
 /**
  * Sets the pool size (default 4; workers above a lowered limit are not stopped until shutdown) and how work
- * reaches a namespace: `worker` (default, for long-lived processes) or `nsenter` (for one-shot processes).
+ * reaches a namespace: `nsenter` (default, for one-shot processes) or `worker` (for long-lived processes).
  */
 export function configureNetnsWorkers(
   options: { maxWorkers?: number; executor?: "worker" | "nsenter" } = {},

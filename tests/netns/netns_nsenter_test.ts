@@ -70,7 +70,7 @@ kernelTest(
         assert.equal(netnsWorkerStats().created, before, "the nsenter executor must not start workers");
       });
     } finally {
-      configureNetnsWorkers({ executor: "worker" });
+      configureNetnsWorkers({ executor: "nsenter" });
     }
   },
 );

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { kernelTest, type Lab, type Netns, withLab } from "../helpers/netns.ts";
 import {
+  configureNetnsWorkers,
   inNetns,
   NetnsError,
   NetnsNotFoundError,
@@ -47,6 +48,9 @@ import {
 } from "../../netops/ip.ts";
 import { getHostSysctls, getSysctls, setSysctls, SysctlError } from "../../netops/sysctl.ts";
 import { sendGratuitousArp } from "../../netops/arping.ts";
+
+// These tests are about the worker pool; processes use nsenter unless they opt in.
+configureNetnsWorkers({ executor: "worker" });
 
 const POD_MAC = "02:42:c6:12:00:02";
 
