@@ -36,6 +36,11 @@ export const REQUIRED_ENV: Record<Verb, readonly string[]> = {
 
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
 
+/** True when `id` is a valid container ID (libcni: a letter or digit, then letters, digits, `_`, `.`, `-`). */
+export function isValidContainerId(id: string): boolean {
+  return CONTAINER_ID.test(id);
+}
+
 /** One validated plugin call. */
 export interface PluginRequest {
   /** The verb. */
@@ -120,7 +125,7 @@ function validateEnv(verb: Verb, env: Record<string, string>): void {
     );
   }
   if (env.CNI_CONTAINERID !== undefined && REQUIRED_ENV[verb].includes("CNI_CONTAINERID")) {
-    if (!CONTAINER_ID.test(env.CNI_CONTAINERID)) {
+    if (!isValidContainerId(env.CNI_CONTAINERID)) {
       throw new CniError(
         ErrorCode.InvalidEnvironment,
         `CNI_CONTAINERID "${env.CNI_CONTAINERID}" has invalid characters (allowed: ${CONTAINER_ID.source})`,

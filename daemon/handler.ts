@@ -17,7 +17,7 @@ import {
   type InvokeOptions,
   type RuntimeConf,
 } from "../cni/invoke.ts";
-import { parseCniArgs, validateIfname } from "../cni/skel.ts";
+import { isValidContainerId, parseCniArgs, validateIfname } from "../cni/skel.ts";
 import {
   ALL_VERSIONS,
   asCniError,
@@ -173,7 +173,6 @@ interface ParsedRequest {
   config: Record<string, unknown>;
 }
 
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
 const REQUIRED: Record<ParsedRequest["command"], string[]> = {
   ADD: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
   CHECK: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
@@ -212,7 +211,7 @@ function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
   const verb = command as ParsedRequest["command"];
   const missing = REQUIRED[verb].filter((k) => !env[k]);
   if (missing.length) throw new CniError(ErrorCode.InvalidEnvironment, `missing ${missing.join(", ")}`);
-  if (env.CNI_CONTAINERID && !CONTAINER_ID.test(env.CNI_CONTAINERID)) {
+  if (env.CNI_CONTAINERID && !isValidContainerId(env.CNI_CONTAINERID)) {
     throw new CniError(
       ErrorCode.InvalidEnvironment,
       `CNI_CONTAINERID "${env.CNI_CONTAINERID}" has invalid characters`,
@@ -261,6 +260,17 @@ function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
   for (const [k, v] of Object.entries(ctx.pluginEnv ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
   // The state file holds every network's result (passed back as prevResult): no libcni cache beside it.
   return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env };
+}
+
+/** What the runtime side needs to run one stored network of the request's container. */
+function attachmentRuntime(req: ParsedRequest, stored: StoredNetwork): RuntimeConf {
+  return {
+    containerId: req.containerId,
+    netns: req.netns,
+    ifname: stored.IfName,
+    args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
+    capabilityArgs: stored.CapabilityArgs,
+  };
 }
 
 function storedList(stored: StoredNetwork): NetConfList {
@@ -340,13 +350,7 @@ async function delNetworks(
   for (const stored of [...networks].reverse()) {
     try {
       const list = await negotiateVersion(storedList(stored), invokeOptions(ctx, req));
-      const rt: RuntimeConf = {
-        containerId: req.containerId,
-        netns: req.netns,
-        ifname: stored.IfName,
-        args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
-        capabilityArgs: stored.CapabilityArgs,
-      };
+      const rt = attachmentRuntime(req, stored);
       await delNetworkList(list, rt, { ...invokeOptions(ctx, req), prevResult: stored.Result });
       ctx.log.v(3, `DEL ${req.containerId}: network "${stored.NetworkType}" (${stored.IfName}) removed`);
     } catch (e) {
@@ -444,13 +448,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
   const results: Result[] = [];
   for (const [i, net] of stored.entries()) {
     try {
-      const rt: RuntimeConf = {
-        containerId: req.containerId,
-        netns: req.netns,
-        ifname: net.IfName,
-        args: mergeArgs(req.args, Object.entries(net.Args)),
-        capabilityArgs: net.CapabilityArgs,
-      };
+      const rt = attachmentRuntime(req, net);
       const result = await addNetworkList(storedList(net), rt, options);
       net.Result = result;
       results.push(result);
@@ -500,13 +498,7 @@ async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<Handle
     }
     const list = await negotiateVersion(storedList(stored), options);
     if (!versionAtLeast(list.cniVersion ?? "0.1.0", "0.4.0")) continue; // CHECK does not exist before 0.4.0
-    const rt: RuntimeConf = {
-      containerId: req.containerId,
-      netns: req.netns,
-      ifname: stored.IfName,
-      args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
-      capabilityArgs: stored.CapabilityArgs,
-    };
+    const rt = attachmentRuntime(req, stored);
     try {
       await checkNetworkList(list, rt, { ...options, prevResult: stored.Result });
     } catch (e) {
