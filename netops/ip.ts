@@ -198,29 +198,38 @@ export function linkAddVlan(name: string, parent: string, options: VlanOptions):
 /** Macvlan modes. */
 export type MacvlanMode = "private" | "vepa" | "bridge" | "passthru" | "source";
 
+/** `link add link <parent> name <name> [mtu N] type <kind> mode <mode>`, the mode checked against `modes`. */
+function linkAddSlave(
+  kind: "macvlan" | "ipvlan",
+  modes: readonly string[],
+  link: { name: string; parent: string; mode: string; mtu?: number },
+): IpOp {
+  if (!modes.includes(link.mode)) {
+    throw new IpArgumentError(`${kind} mode ${JSON.stringify(link.mode)} is not valid`);
+  }
+  return op(
+    "link",
+    "add",
+    "link",
+    validateIfName(link.parent),
+    "name",
+    validateIfName(link.name),
+    ...mtuArgs(link.mtu),
+    "type",
+    kind,
+    "mode",
+    link.mode,
+  );
+}
+
 /** `link add link <parent> name <name> [mtu N] type macvlan mode <mode>` (mode defaults to bridge, as Galaxy). */
 export function linkAddMacvlan(
   name: string,
   parent: string,
   options: { mode?: MacvlanMode; mtu?: number } = {},
 ): IpOp {
-  const mode = options.mode ?? "bridge";
-  if (!["private", "vepa", "bridge", "passthru", "source"].includes(mode)) {
-    throw new IpArgumentError(`macvlan mode ${JSON.stringify(mode)} is not valid`);
-  }
-  return op(
-    "link",
-    "add",
-    "link",
-    validateIfName(parent),
-    "name",
-    validateIfName(name),
-    ...mtuArgs(options.mtu),
-    "type",
-    "macvlan",
-    "mode",
-    mode,
-  );
+  const modes = ["private", "vepa", "bridge", "passthru", "source"];
+  return linkAddSlave("macvlan", modes, { name, parent, mode: options.mode ?? "bridge", mtu: options.mtu });
 }
 
 /** Ipvlan modes. */
@@ -232,23 +241,12 @@ export function linkAddIpvlan(
   parent: string,
   options: { mode?: IpvlanMode; mtu?: number } = {},
 ): IpOp {
-  const mode = options.mode ?? "l3";
-  if (!["l2", "l3", "l3s"].includes(mode)) {
-    throw new IpArgumentError(`ipvlan mode ${JSON.stringify(mode)} is not valid`);
-  }
-  return op(
-    "link",
-    "add",
-    "link",
-    validateIfName(parent),
-    "name",
-    validateIfName(name),
-    ...mtuArgs(options.mtu),
-    "type",
-    "ipvlan",
-    "mode",
-    mode,
-  );
+  return linkAddSlave("ipvlan", ["l2", "l3", "l3s"], {
+    name,
+    parent,
+    mode: options.mode ?? "l3",
+    mtu: options.mtu,
+  });
 }
 
 /** `link add name <name> [mtu N] type bridge`. */
