@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "../cni/invoke.ts";
 import { DEFAULT_SOCKET_PATH } from "../cni/wire.ts";
-import { EXECUTABLE_NAMES, writeLaunchers } from "../tools/launchers.ts";
+import { EXECUTABLE_NAMES, LAUNCHER_HEADER, writeLaunchers } from "../tools/launchers.ts";
 
 /** Where install puts things. */
 export interface InstallOptions {
@@ -181,7 +181,7 @@ export async function uninstall(options: InstallOptions): Promise<string[]> {
     const link = await readLinkOrUndefined(path);
     const text = link === undefined ? await readTextOrUndefined(path).catch(() => undefined) : undefined;
     const ours = link === "galaxy" ||
-      (text?.startsWith('#!/bin/bash\n# Written by "deno task dev-install"') ?? false);
+      (text?.startsWith(LAUNCHER_HEADER) ?? false);
     const compiledCopy = name === "galaxy" && link === undefined && text !== undefined && isCompiled() &&
       await filesEqual(Deno.execPath(), path);
     await removeIf(path, ours || compiledCopy, changes);

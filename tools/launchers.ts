@@ -17,6 +17,9 @@ export const EXECUTABLE_NAMES: readonly string[] = [
   "galaxy-flannel",
 ];
 
+/** How every launcher begins, so that `galaxy install --uninstall` can tell its own files. */
+export const LAUNCHER_HEADER = '#!/bin/bash\n# Written by "deno task dev-install"';
+
 function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
@@ -37,7 +40,7 @@ export function launcherScript(name: string, options: { deno: string; repo: stri
     `${repo}/main.ts`,
   ];
   // exec -a gives deno the argv[0] that main.ts dispatches on, as a link to a compiled galaxy would.
-  return `#!/bin/bash\n# Written by "deno task dev-install"; runs Galaxy from source as ${name}.\n` +
+  return `${LAUNCHER_HEADER}; runs Galaxy from source as ${name}.\n` +
     `exec -a ${name} ${shellQuote(options.deno)} ${args.map(shellQuote).join(" ")} "$@"\n`;
 }
 

@@ -53,15 +53,9 @@ export class Started {
   }
 
   /** Stops it with `signal` (if still running) and waits, bounded by `ms`, then SIGKILL. */
-  async stop(signal: Deno.Signal = "SIGTERM", ms = 15_000): Promise<RunResult> {
+  stop(signal: Deno.Signal = "SIGTERM", ms = 15_000): Promise<RunResult> {
     this.kill(signal);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<void>((r) => timer = setTimeout(r, ms));
-    this.#status ??= this.#child.status;
-    await Promise.race([this.#status, timeout]);
-    clearTimeout(timer);
-    this.kill("SIGKILL");
-    return await this.wait();
+    return this.exited(ms);
   }
 }
 
