@@ -17,12 +17,13 @@ import {
   type InvokeOptions,
   type RuntimeConf,
 } from "../cni/invoke.ts";
-import { isValidContainerId, parseCniArgs, validateIfname } from "../cni/skel.ts";
+import { cniArg, type EnvRequest, parseValidAttachments, requestFromEnv, verbOf } from "../cni/request.ts";
 import {
   ALL_VERSIONS,
   asCniError,
   CniError,
   compareVersions,
+  describeZodError,
   ErrorCode,
   type NetConf,
   type NetConfList,
@@ -163,23 +164,10 @@ async function negotiateVersion(list: NetConfList, options: InvokeOptions): Prom
 // ---------------------------------------------------------------------------------------------------------
 // Request parsing.
 
-interface ParsedRequest {
-  command: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC";
-  containerId: string;
-  netns: string;
-  ifname: string;
-  args: [string, string][];
-  path: string[];
+/** A request as the daemon works on it: the CNI request from env, and the runtime's configuration. */
+interface ParsedRequest extends EnvRequest {
   config: Record<string, unknown>;
 }
-
-const REQUIRED: Record<ParsedRequest["command"], string[]> = {
-  ADD: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-  CHECK: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-  DEL: ["CNI_CONTAINERID", "CNI_IFNAME"],
-  STATUS: [],
-  GC: [],
-};
 
 function parseWire(body: string): CniWireRequest {
   let raw: unknown;
@@ -190,37 +178,19 @@ function parseWire(body: string): CniWireRequest {
   }
   const checked = CniWireRequestSchema.safeParse(raw);
   if (!checked.success) {
-    const issue = checked.error.issues[0];
-    throw new CniError(
-      ErrorCode.DecodingFailure,
-      `request body: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
-    );
+    throw new CniError(ErrorCode.DecodingFailure, `request body: ${describeZodError(checked.error)}`);
   }
   return checked.data;
 }
 
 function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
-  const env = wire.env;
-  const command = env.CNI_COMMAND;
-  if (!command || !(command in REQUIRED)) {
-    throw new CniError(
-      ErrorCode.InvalidEnvironment,
-      `unexpected or missing CNI_COMMAND ${JSON.stringify(command ?? "")}`,
-    );
+  const verb = verbOf(wire.env);
+  if (verb === "VERSION") {
+    // The shim answers VERSION itself; a VERSION that reaches the daemon is a caller's mistake.
+    throw new CniError(ErrorCode.InvalidEnvironment, 'unexpected CNI_COMMAND "VERSION"');
   }
-  const verb = command as ParsedRequest["command"];
-  const missing = REQUIRED[verb].filter((k) => !env[k]);
-  if (missing.length) throw new CniError(ErrorCode.InvalidEnvironment, `missing ${missing.join(", ")}`);
-  if (env.CNI_CONTAINERID && !isValidContainerId(env.CNI_CONTAINERID)) {
-    throw new CniError(
-      ErrorCode.InvalidEnvironment,
-      `CNI_CONTAINERID "${env.CNI_CONTAINERID}" has invalid characters`,
-    );
-  }
-  if (REQUIRED[verb].includes("CNI_IFNAME")) {
-    const problem = validateIfname(env.CNI_IFNAME);
-    if (problem) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME ${problem}`);
-  }
+  // The daemon finds plugins through --cni-paths too: GC does not need the runtime's CNI_PATH.
+  const fromEnv = requestFromEnv(verb, wire.env, { pluginPathKnown: true });
   let config: Record<string, unknown> = {};
   if (wire.config) {
     try {
@@ -232,20 +202,12 @@ function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
       );
     }
   }
-  const runtimePath = (env.CNI_PATH ?? "").split(":").filter(Boolean);
+  const runtimePath = fromEnv.path;
   return {
-    command: verb,
-    containerId: env.CNI_CONTAINERID ?? "",
-    netns: env.CNI_NETNS ?? "",
-    ifname: env.CNI_IFNAME ?? "",
-    args: parseCniArgs(env.CNI_ARGS),
+    ...fromEnv,
     path: [...runtimePath, ...cniPaths.filter((p) => !runtimePath.includes(p))],
     config,
   };
-}
-
-function argValue(args: [string, string][], key: string): string | undefined {
-  return args.find(([k]) => k.trim() === key)?.[1].trim();
 }
 
 /** Runtime args first, then the network's own; a later key replaces an earlier one. */
@@ -273,9 +235,34 @@ function attachmentRuntime(req: ParsedRequest, stored: StoredNetwork): RuntimeCo
   };
 }
 
+/**
+ * A container's stored networks; `undefined` when it has no state file. A file that cannot be read or parsed
+ * is a CNI error (code 6) naming the file, not a raw exception: DEL reports it and leaves the file for a human.
+ */
+async function loadState(ctx: HandlerContext, containerId: string): Promise<StoredNetwork[] | undefined> {
+  try {
+    return await readState(ctx.stateDir, containerId);
+  } catch (e) {
+    throw new CniError(
+      ErrorCode.DecodingFailure,
+      `state file ${statePath(ctx.stateDir, containerId)}: ${asCniError(e).message}`,
+    );
+  }
+}
+
+/** A stored network's configuration as a list; a stored list that is not one is a CNI error (code 6). */
 function storedList(stored: StoredNetwork): NetConfList {
   const conf = stored.Conf;
-  if (Array.isArray(conf.plugins)) return NetConfListSchema.parse(conf);
+  if (Array.isArray(conf.plugins)) {
+    const parsed = NetConfListSchema.safeParse(conf);
+    if (!parsed.success) {
+      throw new CniError(
+        ErrorCode.DecodingFailure,
+        `stored configuration: ${describeZodError(parsed.error)}`,
+      );
+    }
+    return parsed.data;
+  }
   const name = typeof conf.name === "string" && conf.name ? conf.name : stored.NetworkType;
   return confAsList({ ...(conf as NetConf), name });
 }
@@ -355,14 +342,14 @@ async function delNetworks(
       ctx.log.v(3, `DEL ${req.containerId}: network "${stored.NetworkType}" (${stored.IfName}) removed`);
     } catch (e) {
       failed.unshift(stored);
-      errors.push(`network "${stored.NetworkType}": ${(e as Error).message}`);
+      errors.push(`network "${stored.NetworkType}": ${asCniError(e).message}`);
     }
   }
   return { failed, errors };
 }
 
 async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
-  const networks = await readState(ctx.stateDir, req.containerId);
+  const networks = await loadState(ctx, req.containerId);
   if (!networks) return { status: 200, body: "" };
   const { failed, errors } = await delNetworks(ctx, req, networks);
   if (failed.length) {
@@ -374,8 +361,8 @@ async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
 }
 
 async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike> {
-  const namespace = argValue(req.args, "K8S_POD_NAMESPACE");
-  const name = argValue(req.args, "K8S_POD_NAME");
+  const namespace = cniArg(req.args, "K8S_POD_NAMESPACE");
+  const name = cniArg(req.args, "K8S_POD_NAME");
   // Standalone (no apiserver) serves runtimes outside Kubernetes too: pod names are then optional.
   if (!ctx.pods) return { metadata: { namespace: namespace ?? "", name: name ?? "" } };
   if (!namespace || !name) {
@@ -384,7 +371,7 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
       `CNI_ARGS: missing ${!namespace ? "K8S_POD_NAMESPACE" : "K8S_POD_NAME"}`,
     );
   }
-  const uid = argValue(req.args, "K8S_POD_UID");
+  const uid = cniArg(req.args, "K8S_POD_UID");
   const pod = await ctx.pods.getPod(namespace, name, { uid });
   if (uid && pod.metadata?.uid && pod.metadata.uid !== uid) {
     throw new CniError(
@@ -401,7 +388,7 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
  */
 async function readLeftover(ctx: HandlerContext, containerId: string): Promise<StoredNetwork[] | undefined> {
   try {
-    return await readState(ctx.stateDir, containerId);
+    return await loadState(ctx, containerId);
   } catch (e) {
     const aside = `${ctx.stateDir}/.corrupt-${containerId}-${Date.now()}`;
     await Deno.rename(statePath(ctx.stateDir, containerId), aside).catch(() => {});
@@ -487,7 +474,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
 }
 
 async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
-  const networks = await readState(ctx.stateDir, req.containerId);
+  const networks = await loadState(ctx, req.containerId);
   if (!networks) {
     throw new CniError(ErrorCode.UnknownContainer, `no galaxy state for container ${req.containerId}`);
   }
@@ -517,14 +504,8 @@ function cmdStatus(ctx: HandlerContext): HandlerReply {
 }
 
 async function cmdGc(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
-  const valid = req.config["cni.dev/valid-attachments"];
-  if (!Array.isArray(valid)) {
-    throw new CniError(
-      ErrorCode.InvalidNetworkConfig,
-      "GC needs cni.dev/valid-attachments in the configuration",
-    );
-  }
-  const keep = new Set(valid.map((a) => String((a as { containerID?: unknown }).containerID)));
+  // The state file is per container: a container with any valid attachment keeps all of its networks.
+  const keep = new Set(parseValidAttachments(req.config).map((a) => a.containerID));
   const errors: string[] = [];
   for (const { containerId, mtime } of await listStates(ctx.stateDir)) {
     if (keep.has(containerId) || inFlight.has(containerId)) continue;

@@ -7,7 +7,7 @@
  * the next request (Galaxy's shared-map `prevResult` bug).
  * @module
  */
-import { validateIfname } from "../cni/skel.ts";
+import { ifnameProblem } from "../netops/ifname.ts";
 import { isIP } from "node:net";
 import { confAsList } from "../cni/invoke.ts";
 import {
@@ -151,7 +151,7 @@ function parseCommaItem(item: string): NetworkSelection {
     }
   }
   if (ifname !== undefined) {
-    const problem = validateIfname(ifname);
+    const problem = ifnameProblem(ifname);
     if (problem) throw fail(`interface ${problem}`);
   }
   const sel: NetworkSelection = { name };
@@ -180,7 +180,7 @@ function parseJsonElement(el: unknown, index: number): NetworkSelection {
   const ifname = optional(el, "interface");
   if (ifname !== undefined) {
     if (typeof ifname !== "string") throw fail(`"interface" must be a string, got ${show(ifname)}`);
-    const problem = validateIfname(ifname);
+    const problem = ifnameProblem(ifname);
     if (problem) throw fail(`"interface" ${show(ifname)}: ${problem}`);
     sel.interface = ifname;
   }

@@ -21,6 +21,7 @@ import {
   type RuntimeConf,
   writeFileAtomic,
 } from "../invoke.ts";
+import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import {
   ALL_VERSIONS,
@@ -698,24 +699,13 @@ async function status(req: PluginRequest): Promise<void> {
   await runDelegate("STATUS", { ...delegate, cniVersion: "1.1.0" }, req);
 }
 
-function validAttachments(config: Json): Set<string> {
-  const raw = config["cni.dev/valid-attachments"] ?? [];
-  if (!Array.isArray(raw)) throw invalid("cni.dev/valid-attachments must be a list");
-  return new Set(raw.map((a, i) => {
-    if (!isObject(a) || typeof a.containerID !== "string" || typeof a.ifname !== "string") {
-      throw invalid(`cni.dev/valid-attachments[${i}] must have string containerID and ifname`);
-    }
-    return `${a.containerID}\u0000${a.ifname}`;
-  }));
-}
-
 /**
  * GC: DEL the delegate for every saved attachment of this network that the runtime no longer lists, removing
  * its file; then forward GC to the delegate when it speaks 1.1.0. Goes on past errors and reports them all.
  */
 async function gc(req: PluginRequest): Promise<void> {
   const conf = parseFlannelConf(req.config, req.cniVersion);
-  const keep = validAttachments(req.config);
+  const keep = new Set(parseValidAttachments(req.config).map((a) => attachmentKey(a.containerID, a.ifname)));
   const errors: string[] = [];
   const names: string[] = [];
   try {
@@ -733,7 +723,7 @@ async function gc(req: PluginRequest): Promise<void> {
       const saved = await readSaved(path);
       // Upstream flannel's bare configurations name no interface; Galaxy's own GC of dataDir handles those.
       if (saved.state !== "found" || saved.ifname === undefined || saved.network !== conf.name) continue;
-      if (keep.has(`${name}\u0000${saved.ifname}`)) continue;
+      if (keep.has(attachmentKey(name, saved.ifname))) continue;
       const rt = { containerId: name, netns: saved.netns ?? "", ifname: saved.ifname, args: [] };
       await runDelegate("DEL", saved.delegate, req, { rt });
       await removeSaved(path);
@@ -744,7 +734,7 @@ async function gc(req: PluginRequest): Promise<void> {
   try {
     const delegate = buildDelegateConf(conf, await readSubnetEnv(conf.subnetFile));
     if ((await delegateVersions(delegate.type, req)).includes("1.1.0")) {
-      const valid = req.config["cni.dev/valid-attachments"] ?? [];
+      const valid = req.config["cni.dev/valid-attachments"];
       await runDelegate("GC", { ...delegate, cniVersion: "1.1.0" }, req, {
         extra: { "cni.dev/valid-attachments": valid, "cni.dev/attachments": valid },
       });

@@ -54,6 +54,7 @@ import {
   type VirtFn,
 } from "../../netops/sriov.ts";
 import { allocate, type Allocation } from "../ipam.ts";
+import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { CniError, type Dns, ErrorCode, type Result, type ResultIp } from "../version.ts";
 import { optionalDns } from "./conf.ts";
@@ -561,19 +562,6 @@ export async function status(req: PluginRequest): Promise<void> {
   await forwardToIpam("STATUS", req, { plugin: NAME });
 }
 
-function validAttachments(config: Record<string, unknown>): Set<string> {
-  const raw = config["cni.dev/valid-attachments"];
-  if (raw === undefined) return new Set();
-  if (!Array.isArray(raw)) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: cni.dev/valid-attachments: expected a list`);
-  }
-  return new Set(
-    raw.map((a: { containerID?: unknown; ifname?: unknown }) =>
-      `${String(a?.containerID)}@${String(a?.ifname)}`
-    ),
-  );
-}
-
 /**
  * GC: the records of this network whose attachment is not in `cni.dev/valid-attachments` have their VF given
  * back (as DEL does) and are removed; unreadable records are removed. Errors are collected, the rest goes on;
@@ -581,7 +569,7 @@ function validAttachments(config: Record<string, unknown>): Set<string> {
  */
 export async function gc(req: PluginRequest): Promise<void> {
   const conf = parseConf(req.config);
-  const valid = validAttachments(req.config);
+  const valid = new Set(parseValidAttachments(req.config).map((a) => attachmentKey(a.containerID, a.ifname)));
   const errors: string[] = [];
   await withFileLock(lockFile(conf), async () => {
     const { attachments, corrupt } = await listAttachments(conf.lockDir);
@@ -590,7 +578,7 @@ export async function gc(req: PluginRequest): Promise<void> {
       await Deno.remove(path).catch(() => {});
     }
     for (const att of attachments) {
-      if (att.network !== req.config.name || valid.has(`${att.containerId}@${att.ifname}`)) continue;
+      if (att.network !== req.config.name || valid.has(attachmentKey(att.containerId, att.ifname))) continue;
       try {
         const what = await restoreVf(att, conf, { resetVlan: true });
         logLine(NAME, `GC ${att.containerId}/${att.ifname}: VF ${att.pciAddress} ${what}`);

@@ -8,9 +8,11 @@ import {
   parseFlannelConf,
   parseSaved,
   parseSubnetEnv,
+  plugin,
   readSubnetEnv,
   SAVED_KIND,
 } from "../../cni/plugins/flannel.ts";
+import { handle } from "../../cni/skel.ts";
 import { CniError, type CniVersion, type Result } from "../../cni/spec.ts";
 
 const FILE = "/run/test/subnet.env";
@@ -282,4 +284,34 @@ Deno.test("flannel: saved files are read as records, upstream bare configuration
   assert.equal(parseSaved("{trunc").state, "corrupt");
   assert.equal(parseSaved(JSON.stringify({ kind: SAVED_KIND, delegate })).state, "corrupt");
   assert.equal(parseSaved(JSON.stringify({ type: "../evil" })).state, "corrupt");
+});
+
+Deno.test("flannel: GC without cni.dev/valid-attachments is code 7 and removes nothing (it read 'none valid')", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "galaxy-flannel-unit-" });
+  try {
+    const saved = `${dataDir}/c1`;
+    const delegate = { cniVersion: "1.1.0", name: "flnet", type: "bridge" };
+    const record = {
+      kind: SAVED_KIND,
+      containerID: "c1",
+      ifname: "eth0",
+      netns: "",
+      network: "flnet",
+      delegate,
+    };
+    await Deno.writeTextFile(saved, JSON.stringify(record));
+    const config = { cniVersion: "1.1.0", name: "flnet", type: "galaxy-flannel", dataDir };
+    const out = await handle(
+      plugin,
+      { CNI_COMMAND: "GC", CNI_PATH: "/nonexistent" },
+      new TextEncoder().encode(JSON.stringify(config)),
+    );
+    assert.equal(out.exitCode, 1);
+    const err = JSON.parse(out.stdout);
+    assert.equal(err.code, 7, err.msg);
+    assert.match(err.msg, /cni\.dev\/valid-attachments/);
+    assert.equal(await Deno.readTextFile(saved), JSON.stringify(record), "GC touched a saved attachment");
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
 });
