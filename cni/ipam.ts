@@ -3,7 +3,7 @@
  * annotation), else the delegated `ipam` plugin of the configuration. Shared by every built-in plugin.
  * @module
  */
-import { confForDelegate, execVerb } from "./invoke.ts";
+import { delegateVerb } from "./invoke.ts";
 import type { PluginRequest } from "./skel.ts";
 import { CniError, ErrorCode, type Result } from "./version.ts";
 
@@ -85,19 +85,26 @@ function ipamType(req: PluginRequest): string | undefined {
   return typeof ipam?.type === "string" && ipam.type ? ipam.type : undefined;
 }
 
-/** Runs one verb of the configuration's IPAM plugin with the plugin's own stdin and environment. */
+/**
+ * Runs one verb of the configuration's IPAM plugin with the plugin's own stdin and environment; a failure
+ * keeps its code and is prefixed with `label` (default `ipam <type>`).
+ */
 export async function delegateIpam(
   verb: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC",
   req: PluginRequest,
+  label?: string,
 ): Promise<Result | undefined> {
   const type = ipamType(req);
   if (!type) return undefined;
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.env)) if (!k.startsWith("CNI_")) env[k] = v;
   const rt = { containerId: req.containerId, netns: req.netns, ifname: req.ifname, args: req.args };
-  const options = { path: req.path, env, pluginType: type };
   // Debian's IPAM plugins stop at 1.0.0: a 1.1.0 configuration is handed to them at the version they speak.
-  return await execVerb(verb, await confForDelegate(req.config, options), rt, options);
+  return await delegateVerb(verb, req.config, rt, {
+    path: req.path,
+    env: req.env,
+    pluginType: type,
+    negotiate: true,
+    label: label ?? `ipam ${type}`,
+  });
 }
 
 /**
@@ -128,8 +135,7 @@ export async function allocate(req: PluginRequest): Promise<Allocation> {
     result = await delegateIpam("ADD", req);
   } catch (e) {
     await delegateIpam("DEL", req).catch(() => {});
-    const err = e instanceof CniError ? e : new CniError(ErrorCode.PluginFailure, String(e));
-    throw new CniError(err.code, `ipam ${type}: ${err.message}`, err.details);
+    throw e;
   }
   const v4 = (result?.ips ?? []).filter((ip) => isIpv4Cidr(ip.address));
   if (!result || v4.length === 0) {
@@ -141,12 +147,5 @@ export async function allocate(req: PluginRequest): Promise<Allocation> {
 
 /** Releases delegated IPAM for a DEL; with no `ipam.type` there is nothing to release. */
 export async function release(req: PluginRequest): Promise<void> {
-  const type = ipamType(req);
-  if (!type) return;
-  try {
-    await delegateIpam("DEL", req);
-  } catch (e) {
-    const err = e instanceof CniError ? e : new CniError(ErrorCode.PluginFailure, String(e));
-    throw new CniError(err.code, `ipam ${type}: ${err.message}`, err.details);
-  }
+  await delegateIpam("DEL", req);
 }

@@ -89,6 +89,17 @@ export function versionAtLeast(v: string, min: string): boolean {
 }
 
 /**
+ * The highest version we speak that is in `candidates` and, when `atMost` is given, not above it: the one
+ * rule for "the highest version ≤ wanted" (delegates, galaxy.json networks without a version).
+ */
+export function highestVersion(candidates: readonly string[], atMost?: string): CniVersion | undefined {
+  return ALL_VERSIONS.filter((v) =>
+    candidates.includes(v) && (atMost === undefined || compareVersions(v, atMost) <= 0)
+  )
+    .at(-1);
+}
+
+/**
  * The version a runtime must use for a configuration: the highest of `cniVersion` ∪ `cniVersions` that is
  * also in `supported` (ours by default). Versions we do not know are ignored, as libcni does; when none is
  * left the result is `undefined`.
@@ -348,6 +359,31 @@ function toCurrentBody(r: Json, from: CniVersion): Json {
     case "current":
       return compact({ ...r, cniVersion: undefined });
   }
+}
+
+/**
+ * A chained plugin's result: `prev` (its `prevResult`) with `ours` appended — prev's interfaces, addresses and
+ * routes first, our address interface indexes shifted past prev's interfaces, our `dns` when it has any
+ * (else prev's), prev's other keys kept. Empty lists are left out. Neither input is changed.
+ */
+export function appendResult(prev: Result | undefined, ours: Result): Result {
+  if (!prev) return ours;
+  const offset = prev.interfaces?.length ?? 0;
+  const merged: Result = { ...structuredClone(prev), cniVersion: "1.1.0" };
+  const interfaces = [...(prev.interfaces ?? []), ...(ours.interfaces ?? [])];
+  const ips = [
+    ...(prev.ips ?? []),
+    ...(ours.ips ?? []).map((ip) =>
+      ip.interface === undefined ? ip : { ...ip, interface: ip.interface + offset }
+    ),
+  ];
+  const routes = [...(prev.routes ?? []), ...(ours.routes ?? [])];
+  for (const [key, list] of [["interfaces", interfaces], ["ips", ips], ["routes", routes]] as const) {
+    if (list.length) (merged as Record<string, unknown>)[key] = structuredClone(list);
+    else delete merged[key];
+  }
+  if (ours.dns && Object.keys(ours.dns).length) merged.dns = structuredClone(ours.dns);
+  return merged;
 }
 
 /**

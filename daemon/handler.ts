@@ -20,11 +20,12 @@ import {
 import { cniArg, type EnvRequest, parseValidAttachments, requestFromEnv, verbOf } from "../cni/request.ts";
 import {
   ALL_VERSIONS,
+  appendResult,
   asCniError,
   CniError,
-  compareVersions,
   describeZodError,
   ErrorCode,
+  highestVersion,
   type NetConf,
   type NetConfList,
   NetConfListSchema,
@@ -151,7 +152,7 @@ async function negotiateVersion(list: NetConfList, options: InvokeOptions): Prom
     const theirs = await supportedVersionsOf(plugin.type, options);
     common = common.filter((v) => theirs.includes(v));
   }
-  const best = common.sort(compareVersions).at(-1);
+  const best = highestVersion(common);
   if (!best) {
     throw new CniError(
       ErrorCode.IncompatibleVersion,
@@ -218,10 +219,8 @@ function mergeArgs(...sets: [string, string][][]): [string, string][] {
 }
 
 function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(ctx.pluginEnv ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
   // The state file holds every network's result (passed back as prevResult): no libcni cache beside it.
-  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env };
+  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env: ctx.pluginEnv ?? {} };
 }
 
 /** What the runtime side needs to run one stored network of the request's container. */
@@ -270,24 +269,14 @@ function storedList(stored: StoredNetwork): NetConfList {
 // ---------------------------------------------------------------------------------------------------------
 // Verbs.
 
-/** Merges the networks' results: every interface, addresses with corrected interface indexes, all routes. */
+/**
+ * Merges the networks' results: every interface, addresses with corrected interface indexes, all routes; DNS
+ * only from the first network (the pod's default), as Galaxy does.
+ */
 export function mergeResults(results: Result[]): Result {
-  const merged: Result = { cniVersion: "1.1.0" };
-  const interfaces: NonNullable<Result["interfaces"]> = [];
-  const ips: NonNullable<Result["ips"]> = [];
-  const routes: NonNullable<Result["routes"]> = [];
-  for (const r of results) {
-    const offset = interfaces.length;
-    interfaces.push(...(r.interfaces ?? []));
-    for (const ip of r.ips ?? []) {
-      ips.push(ip.interface === undefined ? { ...ip } : { ...ip, interface: ip.interface + offset });
-    }
-    routes.push(...(r.routes ?? []));
-  }
-  if (interfaces.length) merged.interfaces = interfaces;
-  if (ips.length) merged.ips = ips;
-  if (routes.length) merged.routes = routes;
-  if (results[0]?.dns) merged.dns = results[0].dns;
+  let merged: Result = { cniVersion: "1.1.0" };
+  for (const { dns: _, ...r } of results) merged = appendResult(merged, r as Result);
+  if (results[0]?.dns) merged.dns = structuredClone(results[0].dns);
   return merged;
 }
 

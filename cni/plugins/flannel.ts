@@ -14,22 +14,17 @@
  *   DEL, so the IPAM reservation is released even when the file was lost.
  * @module
  */
-import {
-  execVerb,
-  getVersionInfo,
-  type InvokeOptions,
-  type RuntimeConf,
-  writeFileAtomic,
-} from "../invoke.ts";
+import { delegateVerb, getVersionInfo, type RuntimeConf, writeFileAtomic } from "../invoke.ts";
 import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import {
-  ALL_VERSIONS,
+  appendResult,
+  asCniError,
   CniError,
   type CniVersion,
-  compareVersions,
   convertResult,
   ErrorCode,
+  highestVersion,
   isSupportedVersion,
   type Result,
   versionAtLeast,
@@ -425,8 +420,7 @@ export function buildDelegateConf(conf: FlannelConf, env: SubnetEnv): DelegateCo
  * a {@linkcode CniError} (code 1) when there is none.
  */
 export function negotiateVersion(wanted: CniVersion, supported: readonly string[], type: string): CniVersion {
-  const common = ALL_VERSIONS.filter((v) => supported.includes(v) && compareVersions(v, wanted) <= 0);
-  const best = common.at(-1);
+  const best = highestVersion(supported, wanted);
   if (!best) {
     throw new CniError(
       ErrorCode.IncompatibleVersion,
@@ -434,29 +428,6 @@ export function negotiateVersion(wanted: CniVersion, supported: readonly string[
     );
   }
   return best;
-}
-
-/**
- * The result of a chained ADD: `prevResult` with the delegate's interfaces, addresses (their interface index
- * shifted past the previous interfaces) and routes appended; the delegate's DNS wins when it has any.
- */
-export function mergeResults(prev: Result | undefined, own: Result): Result {
-  if (!prev) return own;
-  const offset = prev.interfaces?.length ?? 0;
-  const merged: Result = { ...prev, cniVersion: "1.1.0" };
-  const interfaces = [...(prev.interfaces ?? []), ...(own.interfaces ?? [])];
-  const ips = [
-    ...(prev.ips ?? []),
-    ...(own.ips ?? []).map((ip) =>
-      ip.interface === undefined ? ip : { ...ip, interface: ip.interface + offset }
-    ),
-  ];
-  const routes = [...(prev.routes ?? []), ...(own.routes ?? [])];
-  if (interfaces.length) merged.interfaces = interfaces;
-  if (ips.length) merged.ips = ips;
-  if (routes.length) merged.routes = routes;
-  if (own.dns && Object.keys(own.dns).length) merged.dns = own.dns;
-  return merged;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -526,48 +497,33 @@ function log(msg: string): void {
   console.error(`galaxy-flannel: ${msg}`);
 }
 
-function invokeOptions(req: PluginRequest): InvokeOptions {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.env)) if (!k.startsWith("CNI_")) env[k] = v;
-  return { path: req.path, env };
-}
-
 function runtimeOf(req: PluginRequest): RuntimeConf {
   return { containerId: req.containerId, netns: req.netns, ifname: req.ifname, args: req.args };
 }
 
 /** Runs one verb of the delegate; its error keeps its code and gains the delegate's name and the verb. */
-async function runDelegate(
+function runDelegate(
   verb: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC",
   delegate: DelegateConf,
   req: PluginRequest,
   options: { prevResult?: Result; rt?: RuntimeConf; extra?: Json } = {},
 ): Promise<Result | undefined> {
   const conf: DelegateConf = { ...structuredClone(delegate), ...options.extra };
-  try {
-    if (
-      options.prevResult && isSupportedVersion(conf.cniVersion) && versionAtLeast(conf.cniVersion, "0.4.0")
-    ) {
-      try {
-        conf.prevResult = convertResult(options.prevResult, conf.cniVersion);
-      } catch (e) {
-        if (verb !== "DEL") throw e; // DEL must work without prevResult
-      }
-    }
-    const rt = verb === "STATUS" || verb === "GC" ? undefined : options.rt ?? runtimeOf(req);
-    return await execVerb(verb, conf, rt, invokeOptions(req));
-  } catch (e) {
-    const err = e instanceof CniError ? e : new CniError(ErrorCode.DelegateFailure, String(e));
-    throw new CniError(err.code, `delegate ${delegate.type} ${verb}: ${err.message}`, err.details);
-  }
+  const rt = verb === "STATUS" || verb === "GC" ? undefined : options.rt ?? runtimeOf(req);
+  return delegateVerb(verb, conf, rt, {
+    path: req.path,
+    env: req.env,
+    prevResult: options.prevResult,
+    label: `delegate ${delegate.type} ${verb}`,
+  });
 }
 
 /** The versions the delegate supports (its VERSION answer). */
 async function delegateVersions(type: string, req: PluginRequest): Promise<string[]> {
   try {
-    return (await getVersionInfo(type, invokeOptions(req))).supportedVersions;
+    return (await getVersionInfo(type, { path: req.path, env: req.env })).supportedVersions;
   } catch (e) {
-    const err = e instanceof CniError ? e : new CniError(ErrorCode.DelegateFailure, String(e));
+    const err = asCniError(e, ErrorCode.DelegateFailure);
     throw new CniError(err.code, `delegate ${type} VERSION: ${err.message}`, err.details);
   }
 }
@@ -613,11 +569,11 @@ async function add(req: PluginRequest): Promise<Result> {
   }
   try {
     const own = await runDelegate("ADD", delegate, req);
-    const result = mergeResults(req.prevResult, own!);
+    const result = appendResult(req.prevResult, own!);
     convertResult(result, req.cniVersion); // fails here, not after the return, when the caller cannot read it
     return result;
   } catch (e) {
-    const err = e instanceof CniError ? e : new CniError(ErrorCode.PluginFailure, String(e));
+    const err = asCniError(e);
     let details = err.details;
     try {
       await runDelegate("DEL", delegate, req);

@@ -56,7 +56,7 @@ import {
 import { allocate, type Allocation } from "../ipam.ts";
 import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, type Dns, ErrorCode, type Result, type ResultIp } from "../version.ts";
+import { appendResult, CniError, type Dns, ErrorCode, type Result, type ResultIp } from "../version.ts";
 import { optionalDns } from "./conf.ts";
 import { withFileLock } from "./file_lock.ts";
 import {
@@ -66,7 +66,6 @@ import {
   interfaceIndex,
   kernelError,
   logLine,
-  mergeResult,
   releaseDelegated,
   verifyAttachment,
   withRollback,
@@ -470,7 +469,7 @@ export async function add(req: PluginRequest): Promise<Result> {
       routes: plan.routes,
     };
     if (conf.dns) ours.dns = conf.dns;
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 

@@ -41,7 +41,7 @@ import { setSysctls } from "../../netops/sysctl.ts";
 import { getVersionInfo } from "../invoke.ts";
 import { delegateIpam, parseIpInfos, release } from "../ipam.ts";
 import type { PluginRequest } from "../skel.ts";
-import { CniError, ErrorCode, type Result, type ResultInterface } from "../version.ts";
+import { asCniError, CniError, ErrorCode, type Result, type ResultInterface } from "../version.ts";
 
 /** The pod's gateway: a link-local address nobody owns, answered by a permanent neighbour entry. */
 export const POD_GATEWAY = "169.254.1.1";
@@ -196,19 +196,21 @@ export async function forwardToIpam(
   const ipam = req.config.ipam as { type?: unknown } | undefined;
   const type = typeof ipam?.type === "string" && ipam.type ? ipam.type : undefined;
   if (!type || hasIpInfos(req)) return;
-  try {
-    if (verb !== "CHECK") {
-      const info = await getVersionInfo(type, { path: req.path });
-      if (!info.supportedVersions.includes("1.1.0")) {
-        logLine(plugin, `ipam ${type} does not support CNI 1.1.0, so ${verb} is not forwarded to it`);
-        return;
-      }
+  const label = `ipam ${type}: ${verb}`;
+  if (verb !== "CHECK") {
+    let versions: readonly string[];
+    try {
+      versions = (await getVersionInfo(type, { path: req.path })).supportedVersions;
+    } catch (err) {
+      const e = asCniError(err);
+      throw new CniError(e.code, `${label}: ${e.message}`, e.details);
     }
-    await delegateIpam(verb, req);
-  } catch (err) {
-    const e = err instanceof CniError ? err : new CniError(ErrorCode.PluginFailure, String(err));
-    throw new CniError(e.code, `ipam ${type}: ${verb}: ${e.message}`, e.details);
+    if (!versions.includes("1.1.0")) {
+      logLine(plugin, `ipam ${type} does not support CNI 1.1.0, so ${verb} is not forwarded to it`);
+      return;
+    }
   }
+  await delegateIpam(verb, req, label);
 }
 
 /** The first IPv4 address of a result: the bare address and its CIDR as given. */
@@ -221,27 +223,6 @@ export function firstIpv4(result: Result): { ip: string; cidr: string } | undefi
 }
 
 // ---------------------------------------------------------------------------------------------- results
-
-/**
- * Appends `ours` to `prev` (a chained plugin's `prevResult`): prev's interfaces, addresses and routes come
- * first, our interface indexes are shifted past them, our `dns` wins when set; prev's other keys are kept.
- */
-export function mergeResult(prev: Result | undefined, ours: Result): Result {
-  if (!prev) return ours;
-  const offset = prev.interfaces?.length ?? 0;
-  const merged: Result = { ...structuredClone(prev), cniVersion: "1.1.0" };
-  merged.interfaces = [...(prev.interfaces ?? []), ...(ours.interfaces ?? [])];
-  merged.ips = [
-    ...(prev.ips ?? []),
-    ...(ours.ips ?? []).map((ip) =>
-      ip.interface === undefined ? ip : { ...ip, interface: ip.interface + offset }
-    ),
-  ];
-  merged.routes = [...(prev.routes ?? []), ...(ours.routes ?? [])];
-  const dns = ours.dns ?? prev.dns;
-  if (dns) merged.dns = dns;
-  return merged;
-}
 
 /** The index of interface `name` in a result, optionally only one in `sandbox`; -1 when absent. */
 export function interfaceIndex(

@@ -23,7 +23,7 @@
 import { getLink, validateIfName } from "../../netops/ip.ts";
 import { allocate, cniArg, parseIpInfos } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, ErrorCode, type Result } from "../version.ts";
+import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
 import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
 import {
   addHostRoute,
@@ -41,7 +41,6 @@ import {
   ipv4Of,
   kernelError,
   logLine,
-  mergeResult,
   POD_GATEWAY,
   prepareVethNames,
   releaseDelegated,
@@ -177,7 +176,7 @@ export async function add(req: PluginRequest): Promise<Result> {
       routes: gatewayRoutes(),
     };
     if (conf.dns) ours.dns = conf.dns;
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 

@@ -18,8 +18,8 @@
 import { type Link, linkSet, listLinks, runBatch } from "../../netops/ip.ts";
 import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, ErrorCode, type Result } from "../version.ts";
-import { forwardToIpam, kernelError, mergeResult, releaseDelegated, withRollback } from "./link.ts";
+import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
+import { forwardToIpam, kernelError, releaseDelegated, withRollback } from "./link.ts";
 import {
   addressPlans,
   announce,
@@ -137,7 +137,7 @@ export async function add(req: PluginRequest): Promise<Result> {
     ours.routes = routes.flat().map((r) => r.gw ? { dst: r.dst, gw: r.gw } : { dst: r.dst });
     if (conf.dns) ours.dns = conf.dns;
     await announce(announcements, { useRequest: conf.gratuitousArpRequest });
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 

@@ -14,7 +14,7 @@
 import { isIPv4 } from "../../netops/ip_address.ts";
 import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, ErrorCode, type Result } from "../version.ts";
+import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
 import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
 import {
   addHostRoute,
@@ -31,7 +31,6 @@ import {
   ipv4Of,
   kernelError,
   logLine,
-  mergeResult,
   POD_GATEWAY,
   prepareVethNames,
   releaseDelegated,
@@ -107,7 +106,7 @@ export async function add(req: PluginRequest): Promise<Result> {
       routes: gatewayRoutes(),
     };
     if (conf.dns) ours.dns = conf.dns;
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 

@@ -3,7 +3,6 @@ import {
   buildDelegateConf,
   DEFAULT_DATA_DIR,
   DEFAULT_SUBNET_FILE,
-  mergeResults,
   negotiateVersion,
   parseFlannelConf,
   parseSaved,
@@ -13,7 +12,7 @@ import {
   SAVED_KIND,
 } from "../../cni/plugins/flannel.ts";
 import { handle } from "../../cni/skel.ts";
-import { CniError, type CniVersion, type Result } from "../../cni/spec.ts";
+import { appendResult, CniError, type CniVersion, type Result } from "../../cni/spec.ts";
 
 const FILE = "/run/test/subnet.env";
 const IPV4_ENV = [
@@ -237,7 +236,7 @@ Deno.test("flannel: the delegate runs at the highest version both sides support"
   );
 });
 
-Deno.test("flannel: a chained ADD appends the delegate's result to prevResult", () => {
+Deno.test("appendResult (flannel): a chained ADD appends the delegate's result to prevResult", () => {
   const prev: Result = {
     cniVersion: "1.1.0",
     interfaces: [{ name: "lo0" }],
@@ -250,7 +249,7 @@ Deno.test("flannel: a chained ADD appends the delegate's result to prevResult", 
     ips: [{ address: "198.18.33.2/24", gateway: "198.18.33.1", interface: 2 }],
     routes: [{ dst: "198.18.32.0/20" }],
   };
-  assert.deepEqual(mergeResults(prev, own), {
+  assert.deepEqual(appendResult(prev, own), {
     cniVersion: "1.1.0",
     interfaces: [{ name: "lo0" }, { name: "cni0" }, { name: "veth1" }, { name: "eth0", sandbox: "/ns" }],
     ips: [
@@ -260,7 +259,7 @@ Deno.test("flannel: a chained ADD appends the delegate's result to prevResult", 
     routes: [{ dst: "198.18.32.0/20" }],
     dns: { nameservers: ["198.18.0.53"] },
   });
-  assert.equal(mergeResults(undefined, own), own);
+  assert.equal(appendResult(undefined, own), own);
 });
 
 Deno.test("flannel: saved files are read as records, upstream bare configurations, or unusable", () => {
