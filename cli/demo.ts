@@ -9,7 +9,7 @@
 import { addNetworkList, delNetworkList, type RuntimeConf } from "../cni/invoke.ts";
 import type { NetConfList, Result } from "../cni/version.ts";
 import { requestDaemon } from "../cni/wire.ts";
-import { EXECUTABLE_NAMES, writeLaunchers } from "../tools/launchers.ts";
+import { EXECUTABLE_NAMES, writeLaunchers } from "./launchers.ts";
 import { isCompiled } from "./install.ts";
 
 const STANDARD_PLUGINS = ["/usr/lib/cni", "/opt/cni/bin"];

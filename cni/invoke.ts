@@ -4,6 +4,7 @@
  * (ADD in order with `prevResult`, DEL in reverse, CHECK, GC, STATUS) with libcni's result cache.
  * @module
  */
+import { writeFileAtomic } from "../netops/fs_atomic.ts";
 import { encodeBase64 } from "./wire.ts";
 import {
   asCniError,
@@ -388,21 +389,6 @@ export interface CacheEntry {
 /** `<cacheDir>/results/<network>-<containerID>-<ifname>`. */
 export function cacheFilePath(cacheDir: string, network: string, rt: RuntimeConf): string {
   return `${cacheDir}/results/${network}-${rt.containerId}-${rt.ifname}`;
-}
-
-/** Writes `text` to `path` atomically (temp file in the same folder, then rename). */
-export async function writeFileAtomic(path: string, text: string, mode = 0o600): Promise<void> {
-  const dir = path.slice(0, path.lastIndexOf("/"));
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  // A leading dot keeps the temporary name out of every namespace of real names (container IDs, networks).
-  const tmp = `${dir}/.${path.slice(dir.length + 1)}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await Deno.writeTextFile(tmp, text, { mode });
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
 }
 
 async function readCache(path: string): Promise<CacheEntry | undefined> {

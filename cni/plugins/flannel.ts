@@ -14,7 +14,8 @@
  *   DEL, so the IPAM reservation is released even when the file was lost.
  * @module
  */
-import { delegateVerb, getVersionInfo, type RuntimeConf, writeFileAtomic } from "../invoke.ts";
+import { writeFileAtomic } from "../../netops/fs_atomic.ts";
+import { delegateVerb, getVersionInfo, type RuntimeConf } from "../invoke.ts";
 import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import {
