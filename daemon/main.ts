@@ -5,7 +5,14 @@
  */
 import { versionLine } from "../cli/version.ts";
 import { loadGalaxyConfig } from "./config.ts";
-import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
+import {
+  FlagError,
+  notInEffectWarning,
+  parseServeFlags,
+  type ServeFlags,
+  serveHelp,
+  splitHostPort,
+} from "./flags.ts";
 import { handleCni, type HandlerContext } from "./handler.ts";
 import { isStandalone, KubePodSource } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
@@ -46,6 +53,8 @@ export async function main(args: string[]): Promise<number> {
   configureNetnsWorkers({ executor: "worker" });
   const log = getLog("daemon");
   log.info(`starting ${versionLine()}`);
+  const notInEffect = notInEffectWarning(flags);
+  if (notInEffect) log.warn(notInEffect);
 
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
