@@ -53,23 +53,17 @@ import {
   vfVlanOps,
   type VirtFn,
 } from "../../netops/sriov.ts";
-import { allocate, type Allocation } from "../ipam.ts";
 import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { appendResult, CniError, type Dns, ErrorCode, type Result, type ResultIp } from "../version.ts";
-import { optionalDns } from "./conf.ts";
-import { withFileLock } from "./file_lock.ts";
-import {
-  cleanUpThenRelease,
-  configurePodInterface,
-  forwardToIpam,
-  interfaceIndex,
-  kernelError,
-  logLine,
-  releaseDelegated,
-  verifyAttachment,
-  withRollback,
-} from "./link.ts";
+import { verifyAttachment } from "./kit/check.ts";
+import { optionalDns } from "./kit/conf.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
+import { withFileLock } from "./kit/file_lock.ts";
+import { allocate, type Allocation, forwardToIpam, releaseDelegated } from "./kit/ipam.ts";
+import { configurePodInterface } from "./kit/pod_interface.ts";
+import { interfaceIndex } from "./kit/results.ts";
+import { cleanUpThenRelease, withRollback } from "./kit/rollback.ts";
 import {
   DEFAULT_LOCK_DIR,
   listAttachments,
@@ -77,7 +71,7 @@ import {
   removeAttachment,
   type SriovAttachment,
   writeAttachment,
-} from "./sriov_state.ts";
+} from "./kit/sriov_state.ts";
 
 /** galaxy-k8s-sriov's configuration, with defaults applied. */
 export interface K8sSriovConf {

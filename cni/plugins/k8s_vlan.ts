@@ -30,38 +30,39 @@
  * @module
  */
 import { getLink, type Link } from "../../netops/ip.ts";
-import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
-import { forwardToIpam, kernelError, logLine, releaseDelegated, type Undo, withRollback } from "./link.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
+import { withFileLock } from "./kit/file_lock.ts";
+import { allocate, forwardToIpam, releaseDelegated } from "./kit/ipam.ts";
+import { type Undo, withRollback } from "./kit/rollback.ts";
+import { parseVlanConf, resolveUplink, type VlanNetConf, vlanParentOf } from "./kit/underlay_conf.ts";
+import { checkAttachment, deleteAttachment } from "./kit/underlay_del_check.ts";
+import {
+  defaultBridgeRollbackOps,
+  ensureVlanBridge,
+  isNoop,
+  runRollback,
+  setupDefaultBridge,
+  vlanRollbackOps,
+} from "./kit/underlay_node.ts";
 import {
   type AddressPlan,
   addressPlans,
-  announce,
-  type Announcement,
-  attachSlave,
-  checkAttachment,
-  connectVeth,
-  defaultBridgeRollbackOps,
-  deleteAttachment,
-  ensureVlanBridge,
-  isNoop,
   MAX_ADDRESSES,
-  parseVlanConf,
   podInterfaceNames,
   podRoutePlan,
   proxyArpSysctls,
+} from "./kit/underlay_plan.ts";
+import {
+  announce,
+  type Announcement,
+  attachSlave,
+  connectVeth,
   refuseTakenNames,
-  resolveUplink,
-  runRollback,
   setNodeSysctls,
-  setupDefaultBridge,
   type SlaveKind,
-  type VlanNetConf,
-  vlanParentOf,
-  vlanRollbackOps,
-} from "./underlay.ts";
-import { withFileLock } from "./file_lock.ts";
+} from "./kit/underlay_pod.ts";
 
 const NAME = "galaxy-k8s-vlan";
 

@@ -21,36 +21,31 @@
  * @module
  */
 import { getLink, validateIfName } from "../../netops/ip.ts";
-import { allocate, cniArg, parseIpInfos } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
-import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
+import { verifyAttachment } from "./kit/check.ts";
+import { optionalDns, optionalInteger, optionalString } from "./kit/conf.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
 import {
   addHostRoute,
-  cleanUpThenRelease,
-  configurePodInterface,
-  createVethPair,
   deleteHostRules,
-  deletePodInterface,
-  eniVethName,
-  firstIpv4,
-  forwardToIpam,
-  gatewayRoutes,
   hostRouteFor,
-  interfaceIndex,
-  ipv4Of,
-  kernelError,
-  logLine,
-  POD_GATEWAY,
-  prepareVethNames,
-  releaseDelegated,
-  removeHostLink,
   replaceHostRules,
   type RuleKey,
-  tempPeerName,
-  verifyAttachment,
-  withRollback,
-} from "./link.ts";
+} from "./kit/host_rules.ts";
+import { allocate, cniArg, forwardToIpam, parseIpInfos, releaseDelegated } from "./kit/ipam.ts";
+import { eniVethName, tempPeerName } from "./kit/names.ts";
+import {
+  configurePodInterface,
+  createVethPair,
+  deletePodInterface,
+  gatewayRoutes,
+  POD_GATEWAY,
+  prepareVethNames,
+  removeHostLink,
+} from "./kit/pod_interface.ts";
+import { firstIpv4, interfaceIndex, ipv4Of } from "./kit/results.ts";
+import { cleanUpThenRelease, withRollback } from "./kit/rollback.ts";
 
 /** tke-route-eni's own configuration keys. */
 export interface TkeRouteEniConf {

@@ -16,30 +16,28 @@
  * @module
  */
 import { type Link, linkSet, listLinks, runBatch } from "../../netops/ip.ts";
-import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
-import { forwardToIpam, kernelError, releaseDelegated, withRollback } from "./link.ts";
+import { kernelError } from "./kit/errors.ts";
+import { allocate, forwardToIpam, releaseDelegated } from "./kit/ipam.ts";
+import { withRollback } from "./kit/rollback.ts";
+import { parseVlanConf, resolveUplink, type VlanNetConf, vlanParentOf } from "./kit/underlay_conf.ts";
+import { checkAttachment, deleteAttachment } from "./kit/underlay_del_check.ts";
+import { findVlanMaster, firstNodeIpv4 } from "./kit/underlay_node.ts";
 import {
   addressPlans,
-  announce,
-  type Announcement,
-  checkAttachment,
-  connectVeth,
-  deleteAttachment,
-  findVlanMaster,
-  firstNodeIpv4,
   MAX_ADDRESSES,
-  parseVlanConf,
   podInterfaceNames,
   podRoutePlan,
   proxyArpSysctls,
+} from "./kit/underlay_plan.ts";
+import {
+  announce,
+  type Announcement,
+  connectVeth,
   refuseTakenNames,
-  resolveUplink,
   setNodeSysctls,
-  type VlanNetConf,
-  vlanParentOf,
-} from "./underlay.ts";
+} from "./kit/underlay_pod.ts";
 
 const NAME = "galaxy-underlay-veth";
 

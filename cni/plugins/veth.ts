@@ -12,33 +12,25 @@
  * @module
  */
 import { isIPv4 } from "../../netops/ip_address.ts";
-import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
-import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
+import { verifyAttachment } from "./kit/check.ts";
+import { optionalDns, optionalInteger, optionalString } from "./kit/conf.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
+import { addHostRoute } from "./kit/host_rules.ts";
+import { allocate, forwardToIpam, releaseDelegated } from "./kit/ipam.ts";
+import { hostVethName, tempPeerName } from "./kit/names.ts";
 import {
-  addHostRoute,
-  cleanUpThenRelease,
   configurePodInterface,
   createVethPair,
   deletePodInterface,
-  firstIpv4,
-  forwardToIpam,
   gatewayRoutes,
-  hostVethName,
-  interfaceIndex,
-  interfaceMac,
-  ipv4Of,
-  kernelError,
-  logLine,
   POD_GATEWAY,
   prepareVethNames,
-  releaseDelegated,
   removeHostLink,
-  tempPeerName,
-  verifyAttachment,
-  withRollback,
-} from "./link.ts";
+} from "./kit/pod_interface.ts";
+import { firstIpv4, interfaceIndex, interfaceMac, ipv4Of } from "./kit/results.ts";
+import { cleanUpThenRelease, withRollback } from "./kit/rollback.ts";
 
 /** galaxy-veth's own configuration keys (the standard ones, `ipam` and `dns`, are read as usual). */
 export interface VethConf {

@@ -2,15 +2,12 @@ import assert from "node:assert/strict";
 import {
   buildDelegateConf,
   DEFAULT_DATA_DIR,
-  DEFAULT_SUBNET_FILE,
   negotiateVersion,
   parseFlannelConf,
-  parseSaved,
-  parseSubnetEnv,
   plugin,
-  readSubnetEnv,
-  SAVED_KIND,
 } from "../../cni/plugins/flannel.ts";
+import { parseSaved, SAVED_KIND } from "../../cni/plugins/kit/flannel_saved.ts";
+import { DEFAULT_SUBNET_FILE, parseSubnetEnv, readSubnetEnv } from "../../cni/plugins/kit/flannel_subnet.ts";
 import { handle } from "../../cni/skel.ts";
 import { appendResult, CniError, type CniVersion, type Result } from "../../cni/spec.ts";
 

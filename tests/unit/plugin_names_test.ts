@@ -6,17 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import {
-  cid9,
-  eniVethName,
-  firstIpv4,
-  gatewayRoutes,
-  hostVethName,
-  interfaceIndex,
-  ipv4Of,
-  macFromIp,
-  tempPeerName,
-} from "../../cni/plugins/link.ts";
+import { cid9, eniVethName, hostVethName, macFromIp, tempPeerName } from "../../cni/plugins/kit/names.ts";
+import { gatewayRoutes } from "../../cni/plugins/kit/pod_interface.ts";
+import { firstIpv4, interfaceIndex, ipv4Of } from "../../cni/plugins/kit/results.ts";
 import { appendResult, type Result } from "../../cni/spec.ts";
 import { IfNameError, IpArgumentError } from "../../netops/ip.ts";
 

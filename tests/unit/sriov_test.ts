@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { chooseVf, DEFAULT_VF_NUM, parseConf, plugin } from "../../cni/plugins/k8s_sriov.ts";
+import { withFileLock } from "../../cni/plugins/kit/file_lock.ts";
 import {
   attachmentFileName,
   DEFAULT_LOCK_DIR,
@@ -14,8 +15,7 @@ import {
   removeAttachment,
   type SriovAttachment,
   writeAttachment,
-} from "../../cni/plugins/sriov_state.ts";
-import { withFileLock } from "../../cni/plugins/file_lock.ts";
+} from "../../cni/plugins/kit/sriov_state.ts";
 import { handle } from "../../cni/skel.ts";
 import { CniError, ErrorCode } from "../../cni/version.ts";
 import { batchText, IfNameError } from "../../netops/ip.ts";

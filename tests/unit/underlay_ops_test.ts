@@ -6,29 +6,29 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { parseVlanConf } from "../../cni/plugins/kit/underlay_conf.ts";
+import { expectedInterfaces, ownedPodInterfaces } from "../../cni/plugins/kit/underlay_del_check.ts";
 import {
-  addressPlans,
   defaultBridgeOps,
   defaultBridgeRollbackOps,
-  expectedInterfaces,
   findVlanMaster,
-  inSubnet,
   isNoop,
   movableRoute,
-  ownedPodInterfaces,
-  parseVlanConf,
   planDefaultBridge,
   planVlanBridge,
+  randomMac,
+  vlanRollbackOps,
+  vlanSetupOps,
+} from "../../cni/plugins/kit/underlay_node.ts";
+import {
+  addressPlans,
+  inSubnet,
   podInterfaceNames,
   podRoutePlan,
   proxyArpSysctls,
-  randomMac,
   rpFilterOff,
-  slaveOps,
-  slaveTempName,
-  vlanRollbackOps,
-  vlanSetupOps,
-} from "../../cni/plugins/underlay.ts";
+} from "../../cni/plugins/kit/underlay_plan.ts";
+import { slaveOps, slaveTempName } from "../../cni/plugins/kit/underlay_pod.ts";
 import type { PluginRequest } from "../../cni/skel.ts";
 import { CniError, type Result } from "../../cni/version.ts";
 import { type Addr, batchText, type Link, type Route } from "../../netops/ip.ts";

@@ -1,11 +1,58 @@
 /**
  * Where a plugin's addresses come from: `ipinfos` in CNI_ARGS (set by galaxy-ipam through the pod's galaxy args
- * annotation), else the delegated `ipam` plugin of the configuration. Shared by every built-in plugin.
+ * annotation), else the delegated `ipam` plugin of the configuration; releasing them, and forwarding CHECK,
+ * STATUS and GC to that IPAM. Shared by every built-in plugin.
  * @module
  */
-import { delegateVerb } from "./invoke.ts";
-import type { PluginRequest } from "./skel.ts";
-import { CniError, ErrorCode, type Result } from "./version.ts";
+import { delegateVerb, getVersionInfo } from "../../invoke.ts";
+import type { PluginRequest } from "../../skel.ts";
+import { asCniError, CniError, ErrorCode, type Result } from "../../version.ts";
+import { logLine } from "./errors.ts";
+
+/** True when the request carries `ipinfos`, so no IPAM plugin was (or will be) involved; lenient for DEL. */
+export function hasIpInfos(req: PluginRequest): boolean {
+  try {
+    return parseIpInfos(req) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** Releases delegated IPAM unless the addresses came from `ipinfos` (nothing was reserved then). */
+export async function releaseDelegated(req: PluginRequest): Promise<void> {
+  if (!hasIpInfos(req)) await release(req);
+}
+
+/**
+ * Forwards CHECK, STATUS or GC to the configuration's IPAM plugin (not when `ipinfos` replaced it). STATUS
+ * and GC only go to an IPAM that lists 1.1.0 in its VERSION answer: older ones (Debian's host-local) do not
+ * know the verbs, so there is nothing to forward and that is logged.
+ */
+export async function forwardToIpam(
+  verb: "CHECK" | "STATUS" | "GC",
+  req: PluginRequest,
+  options: { plugin?: string } = {},
+): Promise<void> {
+  const plugin = options.plugin ?? req.config.type;
+  const ipam = req.config.ipam as { type?: unknown } | undefined;
+  const type = typeof ipam?.type === "string" && ipam.type ? ipam.type : undefined;
+  if (!type || hasIpInfos(req)) return;
+  const label = `ipam ${type}: ${verb}`;
+  if (verb !== "CHECK") {
+    let versions: readonly string[];
+    try {
+      versions = (await getVersionInfo(type, { path: req.path })).supportedVersions;
+    } catch (err) {
+      const e = asCniError(err);
+      throw new CniError(e.code, `${label}: ${e.message}`, e.details);
+    }
+    if (!versions.includes("1.1.0")) {
+      logLine(plugin, `ipam ${type} does not support CNI 1.1.0, so ${verb} is not forwarded to it`);
+      return;
+    }
+  }
+  await delegateIpam(verb, req, label);
+}
 
 /** One address handed out by galaxy-ipam (`constant.IPInfo`). */
 export interface IpInfo {

@@ -8,8 +8,8 @@
  * per attachment (`@` cannot occur in a container ID, so the name is unambiguous).
  * @module
  */
-import { writeFileAtomic } from "../../netops/fs_atomic.ts";
-import { CniError, ErrorCode } from "../version.ts";
+import { writeFileAtomic } from "../../../netops/fs_atomic.ts";
+import { CniError, ErrorCode } from "../../version.ts";
 
 /** Where the lock and the records live unless the configuration's `lockDir` says otherwise. */
 export const DEFAULT_LOCK_DIR = "/var/lib/cni/galaxy/sriov";

@@ -32,15 +32,13 @@ import {
   runBatch,
   type Scope,
   validateIfName,
-} from "../../netops/ip.ts";
-import { CniError, ErrorCode } from "../version.ts";
-import { kernelError, logLine } from "./link.ts";
+} from "../../../netops/ip.ts";
+import { CniError, ErrorCode } from "../../version.ts";
+import { kernelError, logLine } from "./errors.ts";
 
 function isDefault(dst: string): boolean {
   return dst === "0.0.0.0/0" || dst === "default";
 }
-
-// -------------------------------------------------------------------------------------------- default bridge
 
 /** What the kernel shows, for {@linkcode planDefaultBridge}. */
 export interface DefaultBridgeState {
@@ -249,8 +247,6 @@ export async function setupDefaultBridge(
   );
   return plan;
 }
-
-// ---------------------------------------------------------------------------------------------- VLANs
 
 /** Options for {@linkcode planVlanBridge}. */
 export interface VlanBridgeOptions {

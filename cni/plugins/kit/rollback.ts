@@ -1,0 +1,56 @@
+/**
+ * Undoing a failed ADD step by step, and the shape of every DEL (clean up, then always release IPAM).
+ * @module
+ */
+import type { PluginRequest } from "../../skel.ts";
+import { kernelError, logLine } from "./errors.ts";
+import { releaseDelegated } from "./ipam.ts";
+
+/** Cleanup steps recorded while an ADD goes along. */
+export interface Undo {
+  /** Records a step; steps run in reverse order when the ADD fails. */
+  push(what: string, step: () => Promise<unknown>): void;
+}
+
+/**
+ * Runs an ADD and, when it throws, runs the recorded undo steps in reverse (each one even if another failed;
+ * failures are logged to stderr), then rethrows the original error.
+ */
+export async function withRollback<T>(plugin: string, fn: (undo: Undo) => Promise<T>): Promise<T> {
+  const steps: { what: string; step: () => Promise<unknown> }[] = [];
+  try {
+    return await fn({ push: (what, step) => void steps.push({ what, step }) });
+  } catch (err) {
+    for (const { what, step } of steps.reverse()) {
+      try {
+        await step();
+      } catch (undoErr) {
+        logLine(plugin, `rollback: ${what} failed: ${(undoErr as Error).message}`);
+      }
+    }
+    throw err;
+  }
+}
+
+/**
+ * The shape of every DEL: run `cleanup`, then release delegated IPAM whatever happened before (an address must
+ * never leak), and throw the first failure as a CNI error of `plugin`.
+ */
+export async function cleanUpThenRelease(
+  req: PluginRequest,
+  cleanup: () => Promise<void>,
+  options: { plugin: string },
+): Promise<void> {
+  let failure: unknown;
+  try {
+    await cleanup();
+  } catch (err) {
+    failure = err;
+  }
+  try {
+    await releaseDelegated(req);
+  } catch (err) {
+    failure ??= err;
+  }
+  if (failure !== undefined) throw kernelError(failure, options.plugin);
+}
