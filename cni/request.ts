@@ -6,7 +6,7 @@
  * @module
  */
 import { ifnameProblem } from "../netops/ifname.ts";
-import { CniError, ErrorCode } from "./version.ts";
+import { CNI_NAME, CniError, ErrorCode } from "./version.ts";
 
 /** The verbs of CNI 1.1. */
 export type Verb = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
@@ -23,7 +23,7 @@ export const REQUIRED_ENV: Record<Verb, readonly string[]> = {
   VERSION: [],
 };
 
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+const CONTAINER_ID = CNI_NAME;
 
 /** True when `id` is a valid container ID (libcni: a letter or digit, then letters, digits, `_`, `.`, `-`). */
 export function isValidContainerId(id: string): boolean {

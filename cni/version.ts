@@ -430,8 +430,15 @@ export function convertResult(result: Json, to: CniVersion): Json {
 // ---------------------------------------------------------------------------------------------------------
 // Structural validation of results (the checks of the zod schemas in spec.ts, written out by hand).
 
-const CIDR = /^[0-9a-fA-F:.]+\/\d{1,3}$/;
-const IP = /^[0-9a-fA-F:.]+$/;
+/**
+ * The shape results are checked against: loose on purpose (a plugin's address is its business, and a strict
+ * check here would refuse results libcni accepts); the same patterns as the zod schemas of `spec.ts`.
+ */
+export const CIDR_SHAPE = /^[0-9a-fA-F:.]+\/\d{1,3}$/;
+/** See {@linkcode CIDR_SHAPE}. */
+export const IP_SHAPE = /^[0-9a-fA-F:.]+$/;
+const CIDR = CIDR_SHAPE;
+const IP = IP_SHAPE;
 
 function problem(path: string, msg: string): never {
   throw new CniError(ErrorCode.DecodingFailure, `invalid result: ${path}: ${msg}`);
@@ -533,7 +540,12 @@ export function isCniErrorObject(v: unknown): v is CniErrorObject {
     (o.details === undefined || typeof o.details === "string");
 }
 
-const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+/**
+ * libcni's rule for network names and container IDs alike: a letter or digit, then letters, digits, `_`, `.`
+ * and `-`.
+ */
+export const CNI_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+const NETWORK_NAME = CNI_NAME;
 
 /**
  * What is wrong with a plugin configuration (`field: problem`), or `undefined` when nothing is: `type` must name

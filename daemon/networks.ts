@@ -7,8 +7,6 @@
  * the next request (Galaxy's shared-map `prevResult` bug).
  * @module
  */
-import { ifnameProblem } from "../netops/ifname.ts";
-import { isIP } from "node:net";
 import { confAsList } from "../cni/invoke.ts";
 import {
   CniError,
@@ -19,6 +17,8 @@ import {
   NetConfListSchema,
   NetConfSchema,
 } from "../cni/spec.ts";
+import { ifnameProblem } from "../netops/ifname.ts";
+import { isIP } from "../netops/ip_address.ts";
 import { type GalaxyConfig, goField, goKeyFold } from "./config.ts";
 
 /** The Multus-compatible annotation that lists a pod's networks. */

@@ -15,6 +15,7 @@
  * @module
  */
 import { writeFileAtomic } from "../../netops/fs_atomic.ts";
+import { parseCidr } from "../../netops/ip_address.ts";
 import { delegateVerb, getVersionInfo, type RuntimeConf } from "../invoke.ts";
 import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
@@ -43,7 +44,6 @@ import {
   invalid,
   isObject,
   type Json,
-  parseCidr,
   readSubnetEnv,
   type SubnetEnv,
 } from "./kit/flannel_subnet.ts";
@@ -69,6 +69,7 @@ export interface FlannelConf {
   runtimeConfig?: Record<string, unknown>;
 }
 
+// ---------------------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------------------
 // Configuration
@@ -190,6 +191,7 @@ export function negotiateVersion(wanted: CniVersion, supported: readonly string[
   return best;
 }
 
+// ---------------------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------------------
 // Delegation

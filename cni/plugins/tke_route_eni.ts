@@ -21,6 +21,7 @@
  * @module
  */
 import { getLink, validateIfName } from "../../netops/ip.ts";
+import { cniArg } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
 import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
 import { verifyAttachment } from "./kit/check.ts";
@@ -33,7 +34,7 @@ import {
   replaceHostRules,
   type RuleKey,
 } from "./kit/host_rules.ts";
-import { allocate, cniArg, forwardToIpam, parseIpInfos, releaseDelegated } from "./kit/ipam.ts";
+import { allocate, forwardToIpam, parseIpInfos, releaseDelegated } from "./kit/ipam.ts";
 import { eniVethName, tempPeerName } from "./kit/names.ts";
 import {
   configurePodInterface,
@@ -85,8 +86,8 @@ function parseConf(req: PluginRequest): TkeRouteEniConf & { dns?: Result["dns"] 
 
 /** The host veth name from K8S_POD_NAMESPACE and K8S_POD_NAME, or `undefined` when either is missing. */
 async function hostName(req: PluginRequest): Promise<string | undefined> {
-  const namespace = cniArg(req, "K8S_POD_NAMESPACE");
-  const pod = cniArg(req, "K8S_POD_NAME");
+  const namespace = cniArg(req.args, "K8S_POD_NAMESPACE");
+  const pod = cniArg(req.args, "K8S_POD_NAME");
   return namespace && pod ? await eniVethName(namespace, pod) : undefined;
 }
 

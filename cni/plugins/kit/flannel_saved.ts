@@ -70,7 +70,7 @@ export function parseSaved(text: string): Saved {
   return { state: "corrupt", reason: "neither a saved record nor a delegate configuration" };
 }
 
-/** Shared with flannel.ts. */
+/** Reads a saved file: `missing`, `corrupt` (with the reason) or `found`; an unreadable file is code 5. */
 export async function readSaved(path: string): Promise<Saved> {
   let text: string;
   try {
@@ -82,7 +82,7 @@ export async function readSaved(path: string): Promise<Saved> {
   return parseSaved(text);
 }
 
-/** Shared with flannel.ts. */
+/** Removes a saved file; a missing one is fine, another failure is code 5. */
 export async function removeSaved(path: string): Promise<void> {
   try {
     await Deno.remove(path);

@@ -2,6 +2,7 @@
  * flanneld's `subnet.env`, read strictly, for galaxy-flannel.
  * @module
  */
+import { type Cidr, cidrContains, formatCidr, networkOf, parseCidr } from "../../../netops/ip_address.ts";
 import { CniError, ErrorCode } from "../../version.ts";
 
 /** Where flanneld writes the node's lease, unless `subnetFile` says otherwise. */
@@ -23,109 +24,17 @@ export interface SubnetEnv {
   ipMasq: boolean;
 }
 
-/** Shared with flannel.ts. */
+/** A JSON object as read from a configuration or a file. */
 export type Json = Record<string, unknown>;
 
-/** Shared with flannel_saved.ts. */
+/** True for a JSON object (not an array, not null). */
 export function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** Shared with flannel.ts. */
+/** A code-7 error (invalid network configuration). */
 export function invalid(msg: string): CniError {
   return new CniError(ErrorCode.InvalidNetworkConfig, msg);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// ---------------------------------------------------------------------------------------------------------
-// Addresses: just enough CIDR arithmetic to normalise and compare subnets.
-interface Cidr {
-  family: 4 | 6;
-  addr: bigint;
-  prefix: number;
-}
-
-function parseIpv4(text: string): bigint | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
-  if (!m) return undefined;
-  let value = 0n;
-  for (const octet of m.slice(1)) {
-    const n = Number(octet);
-    if (n > 255) return undefined;
-    value = (value << 8n) | BigInt(n);
-  }
-  return value;
-}
-
-function parseIpv6(text: string): bigint | undefined {
-  if (!/^[0-9a-fA-F:.]+$/.test(text) || text.split("::").length > 2) return undefined;
-  let tail: bigint[] = [];
-  let body = text;
-  const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const embedded = parseIpv4(v4[2]);
-    if (embedded === undefined) return undefined;
-    tail = [embedded >> 16n, embedded & 0xffffn];
-    body = v4[1].endsWith("::") ? v4[1] : v4[1].slice(0, -1);
-  }
-  const groups = (part: string) => part === "" ? [] : part.split(":");
-  const [head, rest] = body.includes("::") ? body.split("::") : [body, undefined];
-  const left = groups(head);
-  const right = rest === undefined ? [] : groups(rest);
-  const missing = 8 - tail.length - left.length - right.length;
-  if (rest === undefined ? missing !== 0 : missing < 1) return undefined;
-  let value = 0n;
-  for (const g of [...left, ...Array(rest === undefined ? 0 : missing).fill("0"), ...right]) {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-    value = (value << 16n) | BigInt(parseInt(g, 16));
-  }
-  for (const g of tail) value = (value << 16n) | g;
-  return value;
-}
-
-/** Shared with flannel.ts. */
-export function parseCidr(text: string): Cidr | undefined {
-  const slash = text.indexOf("/");
-  if (slash < 0 || !/^\d{1,3}$/.test(text.slice(slash + 1))) return undefined;
-  const prefix = Number(text.slice(slash + 1));
-  const ip = text.slice(0, slash);
-  const v4 = parseIpv4(ip);
-  if (v4 !== undefined) return prefix <= 32 ? { family: 4, addr: v4, prefix } : undefined;
-  const v6 = parseIpv6(ip);
-  if (v6 !== undefined) return prefix <= 128 ? { family: 6, addr: v6, prefix } : undefined;
-  return undefined;
-}
-
-function networkOf(c: Cidr): Cidr {
-  const bits = c.family === 4 ? 32 : 128;
-  const mask = ((1n << BigInt(bits)) - 1n) ^ ((1n << BigInt(bits - c.prefix)) - 1n);
-  return { ...c, addr: c.addr & mask };
-}
-
-function formatIp(family: 4 | 6, addr: bigint): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((addr >> s) & 0xffn)).join(".");
-  const groups = [112n, 96n, 80n, 64n, 48n, 32n, 16n, 0n].map((s) => Number((addr >> s) & 0xffffn));
-  // RFC 5952: the longest run of two or more zero groups becomes "::" (the first one on a tie).
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; i++) {
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = Math.max(i, j);
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
-}
-
-function formatCidr(c: Cidr): string {
-  return `${formatIp(c.family, c.addr)}/${c.prefix}`;
-}
-
-function contains(outer: Cidr, inner: Cidr): boolean {
-  return outer.family === inner.family && outer.prefix <= inner.prefix &&
-    networkOf({ ...inner, prefix: outer.prefix }).addr === networkOf(outer).addr;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -195,7 +104,7 @@ export function parseSubnetEnv(text: string, file: string): SubnetEnv {
     if (sub === undefined) throw fail(`${netKey} is set but ${subKey} is missing`);
     const networks = parseNetworks(netKey, net, family, fail);
     const subnet = parseSubnet(subKey, sub, family, fail);
-    if (!networks.some((n) => contains(n, subnet))) {
+    if (!networks.some((n) => cidrContains(n, subnet))) {
       throw fail(`${subKey} ${sub} is not inside ${netKey} ${net}`);
     }
     if (family === 4) {

@@ -65,7 +65,7 @@ export interface RuleKey {
 
 const TABLE_NAMES: Record<string, string> = { "253": "default", "254": "main", "255": "local" };
 
-/** Shared with check.ts. */
+/** A routing table as `ip rule` prints it: `main`, `local`, `default`, or its number. */
 export function tableName(t: number | string): string {
   return TABLE_NAMES[String(t)] ?? String(t);
 }

@@ -4,7 +4,9 @@
  * STATUS and GC to that IPAM. Shared by every built-in plugin.
  * @module
  */
+import { isIPv4Cidr } from "../../../netops/ip_address.ts";
 import { delegateVerb, getVersionInfo } from "../../invoke.ts";
+import { cniArg } from "../../request.ts";
 import type { PluginRequest } from "../../skel.ts";
 import { asCniError, CniError, ErrorCode, type Result } from "../../version.ts";
 import { logLine } from "./errors.ts";
@@ -74,22 +76,9 @@ export interface Allocation {
   delegated: boolean;
 }
 
-const CIDR4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
-
-/** True when `cidr` is an IPv4 address with a prefix length. */
-export function isIpv4Cidr(cidr: string): boolean {
-  const m = CIDR4.exec(cidr);
-  return !!m && m.slice(1, 5).every((o) => Number(o) <= 255) && Number(m[5]) <= 32;
-}
-
-/** The value of one CNI_ARGS key, `undefined` when absent. */
-export function cniArg(req: Pick<PluginRequest, "args">, key: string): string | undefined {
-  return req.args.find(([k]) => k.trim() === key)?.[1];
-}
-
 /** Parses `ipinfos` from CNI_ARGS; `undefined` when absent or empty, a CniError (code 7) when malformed. */
 export function parseIpInfos(req: Pick<PluginRequest, "args">): IpInfo[] | undefined {
-  const raw = cniArg(req, "ipinfos")?.trim();
+  const raw = cniArg(req.args, "ipinfos")?.trim();
   if (!raw) return undefined;
   let parsed: unknown;
   try {
@@ -105,7 +94,7 @@ export function parseIpInfos(req: Pick<PluginRequest, "args">): IpInfo[] | undef
   }
   return parsed.map((entry, i) => {
     const e = entry as Record<string, unknown>;
-    if (typeof e?.ip !== "string" || !isIpv4Cidr(e.ip)) {
+    if (typeof e?.ip !== "string" || !isIPv4Cidr(e.ip)) {
       throw new CniError(
         ErrorCode.InvalidNetworkConfig,
         `CNI_ARGS ipinfos[${i}].ip must be an IPv4 CIDR, got ${JSON.stringify(e?.ip)}`,
@@ -184,7 +173,7 @@ export async function allocate(req: PluginRequest): Promise<Allocation> {
     await delegateIpam("DEL", req).catch(() => {});
     throw e;
   }
-  const v4 = (result?.ips ?? []).filter((ip) => isIpv4Cidr(ip.address));
+  const v4 = (result?.ips ?? []).filter((ip) => isIPv4Cidr(ip.address));
   if (!result || v4.length === 0) {
     await delegateIpam("DEL", req).catch(() => {});
     throw new CniError(ErrorCode.PluginFailure, `ipam ${type} returned no IPv4 address`);

@@ -4,19 +4,18 @@
  * @module
  */
 import { getLink, type Link, linkDel, listLinks, runBatch } from "../../../netops/ip.ts";
-import { isIPv4 } from "../../../netops/ip_address.ts";
+import { ipv4InSubnet, isIPv4, isIPv4Cidr } from "../../../netops/ip_address.ts";
 import { NetnsNotFoundError } from "../../../netops/netns.ts";
 import type { PluginRequest } from "../../skel.ts";
 import { verifyAttachment } from "./check.ts";
 import { kernelError, logLine } from "./errors.ts";
-import { hasIpInfos, type IpInfo, isIpv4Cidr, parseIpInfos } from "./ipam.ts";
+import { hasIpInfos, type IpInfo, parseIpInfos } from "./ipam.ts";
 import { hostVethName, macFromIp } from "./names.ts";
 import type { PodRoute } from "./pod_interface.ts";
 import { interfaceIndex, interfaceMac, ipv4Of } from "./results.ts";
 import { cleanUpThenRelease } from "./rollback.ts";
 import {
   type AddressPlan,
-  inSubnet,
   MAX_ADDRESSES,
   podInterfaceNames,
   podRoutePlan,
@@ -179,7 +178,7 @@ function plannedRoutes(
   if (!delegated) return podRoutePlan(addresses, { policy });
   // delegated IPAM: its routes all went to the first interface, with its gateway filled in
   const first = addresses[0]?.address;
-  const ipamRoutes = (req.prevResult?.routes ?? []).filter((r) => r.gw && first && inSubnet(r.gw, first));
+  const ipamRoutes = (req.prevResult?.routes ?? []).filter((r) => r.gw && first && ipv4InSubnet(r.gw, first));
   return podRoutePlan(addresses, { policy, ipamRoutes });
 }
 
@@ -195,7 +194,7 @@ export async function checkAttachment(req: PluginRequest, options: AttachmentChe
   for (const name of podInterfaceNames(req.ifname, MAX_ADDRESSES)) {
     const index = interfaceIndex(prev, name, { sandbox: req.netns });
     if (index < 0) break;
-    const entry = (prev.ips ?? []).find((ip) => ip.interface === index && isIpv4Cidr(ip.address));
+    const entry = (prev.ips ?? []).find((ip) => ip.interface === index && isIPv4Cidr(ip.address));
     const plan: AddressPlan = { address: entry?.address ?? "", vlan: 0 };
     if (entry?.gateway) plan.gateway = entry.gateway;
     ours.push({ name, ip: entry?.address.split("/")[0], plan });

@@ -3,9 +3,8 @@
  * routes, and the sysctls of the node side.
  * @module
  */
-import { isIPv4 } from "../../../netops/ip_address.ts";
+import { isIPv4Cidr } from "../../../netops/ip_address.ts";
 import type { Result, ResultRoute } from "../../version.ts";
-import { isIpv4Cidr } from "./ipam.ts";
 import type { PodRoute } from "./pod_interface.ts";
 
 /** One address of an attachment: CIDR (host bits kept), gateway and VLAN. */
@@ -21,7 +20,7 @@ export interface AddressPlan {
 /** The addresses of an allocation (ipam.ts) with their VLANs, IPv4 only, in order. */
 export function addressPlans(result: Result, vlans: readonly number[]): AddressPlan[] {
   return (result.ips ?? []).flatMap((ip, i) => {
-    if (!isIpv4Cidr(ip.address)) return [];
+    if (!isIPv4Cidr(ip.address)) return [];
     const plan: AddressPlan = { address: ip.address, vlan: vlans[i] ?? 0 };
     if (ip.gateway) plan.gateway = ip.gateway;
     return [plan];
@@ -77,7 +76,7 @@ export function podRoutePlan(addresses: readonly AddressPlan[], options: RoutePl
     if (options.ipamRoutes) {
       if (i > 0) return [];
       return options.ipamRoutes
-        .filter((r) => isDefault(r.dst) || isIpv4Cidr(r.dst))
+        .filter((r) => isDefault(r.dst) || isIPv4Cidr(r.dst))
         .map((r) => viaRoute(isDefault(r.dst) ? DEFAULT_DST : r.dst, r.gw ?? a.gateway));
     }
     if (options.policy === "underlay" && i > 0) return [];
@@ -95,20 +94,6 @@ export function podRoutePlan(addresses: readonly AddressPlan[], options: RoutePl
     if (kept.some((r) => isDefault(r.dst))) seenDefault = true;
     return kept;
   });
-}
-
-function ipv4ToInt(ip: string): number {
-  return ip.split(".").reduce((n, o) => n * 256 + Number(o), 0);
-}
-
-/** True when IPv4 `ip` lies in the subnet of `cidr` (an address with prefix length, host bits allowed). */
-export function inSubnet(ip: string, cidr: string): boolean {
-  const [net, len] = cidr.split("/");
-  if (!isIPv4(ip) || !isIPv4(net)) return false;
-  const bits = Number(len);
-  if (bits === 0) return true;
-  const mask = bits >= 32 ? 0xffffffff : (0xffffffff << (32 - bits)) >>> 0;
-  return ((ipv4ToInt(ip) & mask) >>> 0) === ((ipv4ToInt(net) & mask) >>> 0);
 }
 
 /**

@@ -247,7 +247,7 @@ export interface SlaveAttachment extends SlaveOptions {
   routes: PodRoute[];
 }
 
-/** Shared with underlay_del_check.ts. */
+/** The slave kinds an underlay attachment can have in the pod. */
 export const SLAVE_KINDS = ["macvlan", "ipvlan"];
 
 /**
