@@ -60,10 +60,10 @@ import { verifyAttachment } from "./kit/check.ts";
 import { optionalDns } from "./kit/conf.ts";
 import { kernelError, logLine } from "./kit/errors.ts";
 import { withFileLock } from "./kit/file_lock.ts";
-import { allocate, type Allocation, forwardToIpam, releaseDelegated } from "./kit/ipam.ts";
-import { configurePodInterface } from "./kit/pod_interface.ts";
+import { type Allocation, forwardToIpam, statusThenIpam } from "./kit/ipam.ts";
+import { configurePodInterface, refuseTakenNames } from "./kit/pod_interface.ts";
 import { interfaceIndex } from "./kit/results.ts";
-import { cleanUpThenRelease, withRollback } from "./kit/rollback.ts";
+import { allocateThenAdd, cleanUpThenRelease, withRollback } from "./kit/rollback.ts";
 import {
   DEFAULT_LOCK_DIR,
   listAttachments,
@@ -437,19 +437,9 @@ async function attachVf(
 /** ADD: addresses, then (under the node-wide lock) a VF into the pod; the result is chained onto `prevResult`. */
 export async function add(req: PluginRequest): Promise<Result> {
   const conf = parseConf(req.config);
-  const podLinks = await listLinks(req.netns).catch((err) => {
-    throw kernelError(err, `${NAME}: netns ${req.netns}`);
-  });
-  if (podLinks.some((l) => l.name === req.ifname)) {
-    throw new CniError(
-      ErrorCode.PluginFailure,
-      `${NAME}: interface ${req.ifname} already exists in ${req.netns}`,
-    );
-  }
+  await refuseTakenNames(req, [req.ifname], { plugin: NAME });
   await checkPf(conf);
-  const alloc = await allocate(req);
-  return await withRollback(NAME, async (undo) => {
-    if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
+  return await allocateThenAdd(req, NAME, async (alloc) => {
     const plan = podPlan(alloc, conf);
     const { att, podLink } = await withFileLock(lockFile(conf), () => attachVf(req, conf, plan));
     await sendGratuitousArp(req.ifname, plan.ips[0].address.split("/")[0], {
@@ -547,12 +537,7 @@ export async function check(req: PluginRequest): Promise<void> {
 /** STATUS: ready when the PF is on the node and can have VFs, and IPAM is ready; else code 50. */
 export async function status(req: PluginRequest): Promise<void> {
   const conf = parseConf(req.config);
-  try {
-    await checkPf(conf);
-  } catch (err) {
-    throw new CniError(ErrorCode.NotAvailable, (err as Error).message);
-  }
-  await forwardToIpam("STATUS", req, { plugin: NAME });
+  await statusThenIpam(req, NAME, () => checkPf(conf));
 }
 
 /**

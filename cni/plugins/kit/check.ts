@@ -4,7 +4,7 @@
  * @module
  */
 import { getLink, listAddrs, listNeighbours, listRoutes } from "../../../netops/ip.ts";
-import type { Result } from "../../version.ts";
+import { CniError, ErrorCode, type Result } from "../../version.ts";
 import { kernelError } from "./errors.ts";
 import { findHostRules, type RuleKey, tableName } from "./host_rules.ts";
 import { interfaceIndex } from "./results.ts";
@@ -122,4 +122,11 @@ export async function verifyAttachment(checks: AttachmentChecks): Promise<string
     throw kernelError(err, "check host side");
   }
   return problems;
+}
+
+/** CHECK's verdict: nothing when there are no problems, else one code-100 error of `plugin` listing them all. */
+export function failOnProblems(plugin: string, problems: readonly string[]): void {
+  if (problems.length) {
+    throw new CniError(ErrorCode.PluginFailure, `${plugin}: CHECK failed: ${problems.join("; ")}`);
+  }
 }

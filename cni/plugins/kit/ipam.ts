@@ -74,6 +74,8 @@ export interface Allocation {
   vlans: number[];
   /** True when the addresses came from the delegated IPAM plugin, which DEL must release. */
   delegated: boolean;
+  /** Gives the addresses back (the delegated IPAM's DEL); nothing to do for `ipinfos`. */
+  release(): Promise<void>;
 }
 
 /** Parses `ipinfos` from CNI_ARGS; `undefined` when absent or empty, a CniError (code 7) when malformed. */
@@ -152,6 +154,7 @@ export async function allocate(req: PluginRequest): Promise<Allocation> {
   if (infos) {
     return {
       delegated: false,
+      release: () => Promise.resolve(),
       vlans: infos.map((i) => i.vlan),
       result: {
         cniVersion: "1.1.0",
@@ -178,10 +181,37 @@ export async function allocate(req: PluginRequest): Promise<Allocation> {
     await delegateIpam("DEL", req).catch(() => {});
     throw new CniError(ErrorCode.PluginFailure, `ipam ${type} returned no IPv4 address`);
   }
-  return { delegated: true, vlans: v4.map(() => 0), result: { ...result, ips: v4 } };
+  return {
+    delegated: true,
+    release: async () => void await delegateIpam("DEL", req),
+    vlans: v4.map(() => 0),
+    result: { ...result, ips: v4 },
+  };
 }
 
 /** Releases delegated IPAM for a DEL; with no `ipam.type` there is nothing to release. */
 export async function release(req: PluginRequest): Promise<void> {
   await delegateIpam("DEL", req);
+}
+
+/**
+ * STATUS of a plugin: not available (code 50, with the reason) while `ready` throws; then whatever the IPAM
+ * plugin says.
+ */
+export async function statusThenIpam(
+  req: PluginRequest,
+  plugin: string,
+  ready?: () => Promise<unknown>,
+): Promise<void> {
+  try {
+    await ready?.();
+  } catch (err) {
+    throw new CniError(ErrorCode.NotAvailable, asCniError(err).message);
+  }
+  await forwardToIpam("STATUS", req, { plugin });
+}
+
+/** GC of a plugin whose only state beyond what DEL removes is IPAM's: forwarded to IPAM. */
+export async function gcThroughIpam(req: PluginRequest, plugin: string): Promise<void> {
+  await forwardToIpam("GC", req, { plugin });
 }

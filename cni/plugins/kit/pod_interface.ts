@@ -23,6 +23,7 @@ import {
 } from "../../../netops/ip.ts";
 import { NetnsNotFoundError } from "../../../netops/netns.ts";
 import { setSysctls } from "../../../netops/sysctl.ts";
+import type { PluginRequest } from "../../skel.ts";
 import { CniError, ErrorCode } from "../../version.ts";
 import { kernelError, logLine } from "./errors.ts";
 
@@ -250,5 +251,30 @@ export async function removeHostLink(
     return "deleted";
   } catch (err) {
     throw kernelError(err, `delete host link ${name}`);
+  }
+}
+
+/**
+ * Refuses an ADD whose pod interface names are taken before anything is touched (CNI: ADD of an existing
+ * interface fails); a missing netns is code 3.
+ */
+export async function refuseTakenNames(
+  req: Pick<PluginRequest, "netns">,
+  names: readonly string[],
+  options: { plugin: string },
+): Promise<void> {
+  if (names.length === 0) return;
+  let links: Link[];
+  try {
+    links = await listLinks(req.netns);
+  } catch (err) {
+    throw kernelError(err, `${options.plugin}: netns ${req.netns}`);
+  }
+  const taken = names.filter((n) => links.some((l) => l.name === n));
+  if (taken.length) {
+    throw new CniError(
+      ErrorCode.PluginFailure,
+      `${options.plugin}: interface ${taken.join(", ")} already exists in ${req.netns}`,
+    );
   }
 }

@@ -1,10 +1,11 @@
 /**
- * Undoing a failed ADD step by step, and the shape of every DEL (clean up, then always release IPAM).
+ * The shapes of the verbs: every ADD allocates, then works under a rollback whose first step gives the
+ * addresses back; every DEL cleans up, then always releases IPAM; a failed ADD is undone step by step.
  * @module
  */
 import type { PluginRequest } from "../../skel.ts";
 import { kernelError, logLine } from "./errors.ts";
-import { releaseDelegated } from "./ipam.ts";
+import { allocate, type Allocation, releaseDelegated } from "./ipam.ts";
 
 /** Cleanup steps recorded while an ADD goes along. */
 export interface Undo {
@@ -53,4 +54,20 @@ export async function cleanUpThenRelease(
     failure ??= err;
   }
   if (failure !== undefined) throw kernelError(failure, options.plugin);
+}
+
+/**
+ * The shape of every ADD: the addresses ({@linkcode allocate}), then `fn` under {@linkcode withRollback} with
+ * the release of those addresses recorded first, so that a failed ADD never keeps one.
+ */
+export async function allocateThenAdd<T>(
+  req: PluginRequest,
+  plugin: string,
+  fn: (alloc: Allocation, undo: Undo) => Promise<T>,
+): Promise<T> {
+  const alloc = await allocate(req);
+  return await withRollback(plugin, async (undo) => {
+    if (alloc.delegated) undo.push("release IPAM", () => alloc.release());
+    return await fn(alloc, undo);
+  });
 }

@@ -28,10 +28,11 @@ import {
   createVethPair,
   type PodRoute,
   prepareVethNames,
+  refuseTakenNames,
   removeHostLink,
 } from "./pod_interface.ts";
 import type { Undo } from "./rollback.ts";
-import { rpFilterOff } from "./underlay_plan.ts";
+import { MAX_ADDRESSES, podInterfaceNames, rpFilterOff } from "./underlay_plan.ts";
 
 /** Writes sysctls of the node (this process's namespace), mapping failures to a CniError naming `context`. */
 export async function setNodeSysctls(
@@ -98,31 +99,6 @@ export function configSboxDevice(netns: string, device: SboxDevice): Promise<Lin
     routes: device.routes,
     sysctls: rpFilterOff(device.ifname),
   });
-}
-
-/**
- * Refuses an ADD whose pod interface names are taken before anything is touched (CNI: ADD of an existing
- * interface fails); a missing netns is code 3.
- */
-export async function refuseTakenNames(
-  req: Pick<PluginRequest, "netns">,
-  names: readonly string[],
-  options: { plugin: string },
-): Promise<void> {
-  if (names.length === 0) return;
-  let links: Link[];
-  try {
-    links = await listLinks(req.netns);
-  } catch (err) {
-    throw kernelError(err, `${options.plugin}: netns ${req.netns}`);
-  }
-  const taken = names.filter((n) => links.some((l) => l.name === n));
-  if (taken.length) {
-    throw new CniError(
-      ErrorCode.PluginFailure,
-      `${options.plugin}: interface ${taken.join(", ")} already exists in ${req.netns}`,
-    );
-  }
 }
 
 /** One veth of an attachment (VethConnectsHostWithContainer). */
@@ -310,4 +286,24 @@ export async function attachSlave(attachment: SlaveAttachment, undo: Undo): Prom
     routes: attachment.routes,
     macFromAddress: kind === "macvlan",
   });
+}
+
+/**
+ * The pod interface names for `count` addresses (`CNI_IFNAME`, then `eth1`, ...): at most
+ * {@linkcode MAX_ADDRESSES} (else code 7), and refused when one beyond `CNI_IFNAME` is taken in the pod.
+ */
+export async function claimPodInterfaceNames(
+  req: Pick<PluginRequest, "netns" | "ifname">,
+  count: number,
+  options: { plugin: string },
+): Promise<string[]> {
+  if (count > MAX_ADDRESSES) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `${options.plugin}: ${count} addresses; at most ${MAX_ADDRESSES} fit the interface names`,
+    );
+  }
+  const names = podInterfaceNames(req.ifname, count);
+  await refuseTakenNames(req, names.slice(1), options);
+  return names;
 }
