@@ -2,6 +2,9 @@
  * The runtime side of CNI, as libcni does it: find a plugin in `CNI_PATH`, execute it with the CNI
  * environment and the configuration on stdin, read its result or error, and run whole configuration lists
  * (ADD in order with `prevResult`, DEL in reverse, CHECK, GC, STATUS) with libcni's result cache.
+ *
+ * Its length: libcni's runtime side is one contract (exec, VERSION, delegation, the lists with their
+ * ordering rules, the result cache); the cache could move to its own file once GC builds on it.
  * @module
  */
 import { writeFileAtomic } from "../netops/fs_atomic.ts";

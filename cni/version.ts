@@ -6,6 +6,9 @@
  *
  * Inside Galaxy every result is handled in the 1.1.0 shape ({@linkcode Result}); it is converted to the
  * caller's version only at the edge.
+ *
+ * Its length: the dependency-free core has to carry the result conversion between all seven versions and the
+ * hand-written result checks (the zod schemas cost the plugins start-up time); both are tables by version.
  * @module
  */
 

@@ -12,6 +12,9 @@
  *
  * Every default is written once, in {@link FLAG_TABLE}'s specs, as command-line text that goes through the
  * same parser as the user's value.
+ *
+ * Its length: a table of some thirty flags, each with its default, meaning and parser, and pflag's syntax;
+ * one table is what keeps --help, the README and the parser from disagreeing.
  * @module
  */
 

@@ -5,6 +5,9 @@
  * ADD finds the pod, resolves its networks, writes the state file, runs every network's plugins in order
  * (rolling back on failure), merges the results and writes the network-status annotation. DEL, CHECK and GC
  * work from the state file alone.
+ *
+ * Its length: the five verbs share the request parsing, the container lock and the state file, and port
+ * mapping, GC and policy hooks are about to land here; split it by verb when they have (handler_add.ts, ...).
  * @module
  */
 import {

@@ -18,7 +18,7 @@ import { isStandalone, KubePodSource } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
 import { CniMetrics, describeExchange, serveMetrics } from "./metrics.ts";
 import { startServer } from "./server.ts";
-import { configureNetnsWorkers } from "../netops/netns.ts";
+import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 
 /** How long in-flight requests may take to finish after SIGTERM. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -117,6 +117,8 @@ export async function main(args: string[]): Promise<number> {
   await server.shutdown(SHUTDOWN_GRACE_MS);
   await metricsServer?.shutdown();
   await pods?.close();
+  // The setns workers end with the daemon rather than with Deno.exit, so none is killed in the middle of a step.
+  await shutdownNetnsWorkers();
   log.info("stopped");
   return 0;
 }

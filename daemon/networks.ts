@@ -5,6 +5,9 @@
  *
  * Every resolution returns fresh deep copies, so nothing a plugin run does to a configuration can leak into
  * the next request (Galaxy's shared-map `prevResult` bug).
+ *
+ * Its length: the annotation formats (text and JSON), galaxy.json networks and --network-conf-dir files all
+ * resolve to one list of networks per pod, with one set of error messages.
  * @module
  */
 import { confAsList } from "../cni/invoke.ts";

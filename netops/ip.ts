@@ -6,6 +6,9 @@
  *
  * A batch line is split on whitespace by `ip` (which also honours quotes, backslashes and `#` comments), so
  * every token is checked: none may be empty or contain whitespace, quotes, a backslash or `#`.
+ *
+ * Its length: one typed builder per `ip` operation and one typed reader per `ip -j` listing; a flat catalogue,
+ * kept in one file so that every batch line is checked by the same token rules.
  * @module
  */
 import { ifnameProblem } from "./ifname.ts";

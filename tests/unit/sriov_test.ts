@@ -5,8 +5,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { chooseVf, DEFAULT_VF_NUM, parseConf, plugin } from "../../cni/plugins/k8s_sriov.ts";
+import { plugin } from "../../cni/plugins/k8s_sriov.ts";
 import { withFileLock } from "../../cni/plugins/kit/file_lock.ts";
+import { DEFAULT_VF_NUM, parseConf } from "../../cni/plugins/kit/sriov_conf.ts";
 import {
   attachmentFileName,
   DEFAULT_LOCK_DIR,
@@ -16,6 +17,7 @@ import {
   type SriovAttachment,
   writeAttachment,
 } from "../../cni/plugins/kit/sriov_state.ts";
+import { chooseVf } from "../../cni/plugins/kit/sriov_vf.ts";
 import { handle } from "../../cni/skel.ts";
 import { CniError, ErrorCode } from "../../cni/version.ts";
 import { batchText, IfNameError } from "../../netops/ip.ts";

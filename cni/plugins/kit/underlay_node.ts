@@ -9,6 +9,10 @@
  * {@linkcode vlanSetupOps}) and undone by their mirror images ({@linkcode defaultBridgeRollbackOps},
  * {@linkcode vlanRollbackOps}); tests check that text where the kernel lacks a link type. Re-exported by
  * underlay.ts, which is what the plugins import.
+ *
+ * Its length: the node's default bridge and its VLAN bridges are one concept (plan, batch, rollback, each
+ * kept pure and testable apart from the one kernel step), and splitting the planners from their rollbacks would
+ * separate what must change together.
  * @module
  */
 import {
