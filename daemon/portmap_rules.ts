@@ -278,7 +278,7 @@ export function ensureBaseRules(batch: RestoreBatch, nat: SavedTable, options: R
     ]);
   }
   const masq = nat.chains.get(HOSTPORT_MASQ_CHAIN);
-  if (!masq || masq.rules.length !== 3) {
+  if (!masq || masq.rules.length !== 3 || !masq.rules[0].args.includes(options.mark)) {
     batch.declareChain("nat", HOSTPORT_MASQ_CHAIN)
       .append("nat", HOSTPORT_MASQ_CHAIN, ["-m", "mark", "!", "--mark", options.mark, "-j", "RETURN"])
       .append("nat", HOSTPORT_MASQ_CHAIN, ["-j", "MARK", "--xor-mark", options.mark.split("/")[0]])

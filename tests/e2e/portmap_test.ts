@@ -17,7 +17,7 @@ import {
   startFakeApiserver,
 } from "../helpers/daemon.ts";
 import { REPO_ROOT } from "../helpers/launchers.ts";
-import { kernelTest, type Lab, type Netns, pathExists, withLab } from "../helpers/netns.ts";
+import { kernelTest, type Lab, type Netns, pathExists, runCommand, withLab } from "../helpers/netns.ts";
 import { parseIptablesSave } from "../../netops/iptables.ts";
 import { hostportChainName, PORTMAPPING_ANNOTATION } from "../../daemon/portmap_rules.ts";
 
@@ -260,6 +260,23 @@ kernelTest(
         assert.deepEqual(await send(lab, outside, "tcp", NODE_IP, tcpPort, "r"), { ok: true, out: "rand:r" });
         assert.deepEqual(await send(lab, outside, "udp", NODE_IP, udpPort, "u"), { ok: true, out: "rand:u" });
 
+        // Ports only in runtimeConfig (a runtime outside Kubernetes, or a spec the daemon never saw): the same
+        // code maps them.
+        const rc = await lab.pod("rc");
+        await api.putPod(pod("rc", []));
+        const rcCall = { containerId: "crc", pod: rc, k8s: { namespace: "default", name: "rc" } };
+        const rcAdded = await runtimeCall(lab, "add", {
+          ...rcCall,
+          list,
+          capabilityArgs: { portMappings: [{ hostPort: 30090, containerPort: 8090, protocol: "tcp" }] },
+        });
+        assert.equal(rcAdded.code, 0, rcAdded.stdout);
+        servers.push(await startEcho(lab, rc, "rc", [8090]));
+        assert.deepEqual(await send(lab, outside, "tcp", NODE_IP, 30090, "cap"), { ok: true, out: "rc:cap" });
+        const delRc = await runtimeCall(lab, "del", { ...rcCall, list });
+        assert.equal(delRc.code, 0, delRc.stdout);
+        assert.deepEqual(await send(lab, outside, "tcp", NODE_IP, 30090, "x"), { ok: false, out: "refused" });
+
         // Restart: the kubelet has reported the pod IPs; a stale chain (a removed pod's) and a flushed
         // KUBE-HOSTPORTS wait for the new daemon, which restores without any new ADD.
         const randIP = (await lab.addresses(rand, "eth0"))[0].split("/")[0];
@@ -301,7 +318,23 @@ kernelTest(
           stale,
         ]);
         await lab.exec(lab.node, "iptables", ["-t", "nat", "-F", "KUBE-HOSTPORTS"]);
+        // rand as a Galaxy that wrote no port file left it: restored from its annotation instead.
+        await Deno.remove(`${portDir}/crand`);
+        // A port file of a pod deleted while the daemon was down: its rules go, the file waits for DEL/GC.
+        const ghost = {
+          hostPort: 30099,
+          containerPort: 99,
+          protocol: "TCP",
+          podName: "ghost",
+          podIP: "198.18.30.99",
+        };
+        await Deno.writeTextFile(`${portDir}/cghost`, JSON.stringify([ghost]));
+        await lab.exec(lab.node, "iptables", ["-t", "nat", "-N", hostportChainName(ghost)]);
         daemon = await start();
+        assert.ok(
+          !(await hostportChainsOf(lab)).includes(hostportChainName(ghost)),
+          "the gone pod's chain too",
+        );
         assert.ok(!(await hostportChainsOf(lab)).includes(stale), "the stale chain is gone");
         assert.equal((await jumps(lab)).length, 4, "KUBE-HOSTPORTS rebuilt: two ports of web, two of rand");
         assert.ok(await listening(lab, "t", 30080), "the socket is held again");
@@ -329,17 +362,36 @@ kernelTest(
         const again = await runtimeCall(lab, "del", { ...webCall, list });
         assert.equal(again.code, 0, "DEL is idempotent");
 
-        // DEL from the port file alone: the pod is gone from the apiserver.
-        await api.deletePod("default", "rand");
+        // DEL of the pod restored without a port file: found by its name in CNI_ARGS.
         const delRand = await runtimeCall(lab, "del", { ...randCall, list });
         assert.equal(delRand.code, 0, delRand.stdout);
         assert.deepEqual(await hostportChainsOf(lab), []);
         assert.deepEqual(await jumps(lab), []);
-        assert.ok(!(await pathExists(`${portDir}/crand`)));
         assert.deepEqual(await send(lab, outside, "tcp", NODE_IP, tcpPort, "gone"), {
           ok: false,
           out: "refused",
         });
+
+        // DEL from the port file alone (pod and state gone): the file goes, DEL succeeds.
+        const ghostNs = await lab.pod("ghost");
+        const delGhost = await runtimeCall(lab, "del", {
+          containerId: "cghost",
+          pod: ghostNs,
+          k8s: { namespace: "default", name: "ghost" },
+          list,
+        });
+        assert.equal(delGhost.code, 0, delGhost.stdout);
+        assert.ok(!(await pathExists(`${portDir}/cghost`)));
+        assert.deepEqual([...Deno.readDirSync(portDir)].filter((e) => !e.name.startsWith(".")), []);
+
+        // Nothing of ours reached the host namespace (reading it changes nothing).
+        for (const save of ["iptables-nft-save", "iptables-legacy-save"]) {
+          const host = await runCommand(save, ["-t", "nat"]);
+          assert.ok(
+            !host.stdout.includes("GALAXY-HOSTPORT-MASQ"),
+            `${save} of the host shows no rule of ours`,
+          );
+        }
 
         const stopped = await daemon.process.stop("SIGTERM");
         assert.equal(stopped.code, 0, stopped.stderr);
