@@ -106,6 +106,23 @@ async function listening(lab: Lab, proto: "t" | "u", port: number): Promise<bool
   return out.trim() !== "";
 }
 
+function bridgeNet(lab: Lab) {
+  return {
+    name: "bridge-net",
+    type: "bridge",
+    bridge: "gtbr0",
+    isGateway: true,
+    // With br_netfilter, a DNATed packet back to the pod it came from is bridged out of its own port.
+    hairpinMode: true,
+    ipam: {
+      type: "host-local",
+      dataDir: `${lab.dir}/ipam`,
+      ranges: [[{ subnet: "198.18.30.0/24" }]],
+      routes: [{ dst: "0.0.0.0/0" }],
+    },
+  };
+}
+
 async function outsideNamespace(lab: Lab): Promise<Netns> {
   const outside = await lab.pod("outside");
   await lab.ip(lab.node, [
@@ -137,20 +154,7 @@ kernelTest(
       const servers: Started[] = [];
       let daemon: Daemon | undefined;
       const galaxyJson = {
-        NetworkConf: [{
-          name: "bridge-net",
-          type: "bridge",
-          bridge: "gtbr0",
-          isGateway: true,
-          // With br_netfilter, a DNATed packet back to the pod it came from is bridged out of its own port.
-          hairpinMode: true,
-          ipam: {
-            type: "host-local",
-            dataDir: `${lab.dir}/ipam`,
-            ranges: [[{ subnet: "198.18.30.0/24" }]],
-            routes: [{ dst: "0.0.0.0/0" }],
-          },
-        }],
+        NetworkConf: [bridgeNet(lab)],
         DefaultNetworks: ["bridge-net"],
       };
       const portDir = `${lab.dir}/ports`;
@@ -407,3 +411,71 @@ kernelTest(
     });
   },
 );
+
+kernelTest("e2e: legacy backend, and a hostPort a process holds fails the ADD naming it", async () => {
+  await withLab("portmapleg", async (lab) => {
+    const api = await startFakeApiserver(lab);
+    const servers: Started[] = [];
+    let daemon: Daemon | undefined;
+    try {
+      const outside = await outsideNamespace(lab);
+      daemon = await startDaemon(lab, {
+        galaxyJson: { NetworkConf: [bridgeNet(lab)], DefaultNetworks: ["bridge-net"] },
+        kubeconfig: api.kubeconfig,
+        flags: [`--port-dir=${lab.dir}/ports`, "--iptables-backend=legacy"],
+        env: { XTABLES_LOCKFILE: `${lab.dir}/xtables.lock` },
+      });
+      const list = shimList(daemon.socket);
+      servers.push(await startEcho(lab, lab.node, "node", [30070]));
+
+      const busy = await lab.pod("busy");
+      await api.putPod(pod("busy", [{ containerPort: 80, hostPort: 30070, protocol: "UDP" }]));
+      const refused = await runtimeCall(lab, "add", {
+        containerId: "cbusy",
+        pod: busy,
+        k8s: { namespace: "default", name: "busy" },
+        list,
+      });
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stdout,
+        /hostPort 30070\/UDP on 0\.0\.0\.0 is already in use \(by another pod or process\)/,
+      );
+      assert.ok(!(await pathExists(`${lab.dir}/ports/cbusy`)));
+      assert.deepEqual(await lab.addresses(busy, "eth0"), []);
+
+      const leg = await lab.pod("leg");
+      await api.putPod(pod("leg", [{ containerPort: 8080, hostPort: 30071 }]));
+      const call = { containerId: "cleg", pod: leg, k8s: { namespace: "default", name: "leg" } };
+      const added = await runtimeCall(lab, "add", { ...call, list });
+      assert.equal(added.code, 0, added.stdout);
+      servers.push(await startEcho(lab, leg, "leg", [8080]));
+      assert.deepEqual(await send(lab, outside, "tcp", NODE_IP, 30071, "l"), { ok: true, out: "leg:l" });
+      const chain = hostportChainName({
+        hostPort: 30071,
+        protocol: "TCP",
+        containerPort: 8080,
+        podName: "leg",
+      });
+      const legacy = await lab.exec(lab.node, "iptables-legacy-save", ["-t", "nat"]);
+      const nft = await lab.exec(lab.node, "iptables-nft-save", ["-t", "nat"]);
+      assert.ok(legacy.includes(`:${chain} `), "the rules are in the legacy tables");
+      assert.ok(!nft.includes("KUBE-HP-"), "and not in nft");
+
+      const del = await runtimeCall(lab, "del", { ...call, list });
+      assert.equal(del.code, 0, del.stdout);
+      assert.ok(!(await lab.exec(lab.node, "iptables-legacy-save", ["-t", "nat"])).includes("KUBE-HP-"));
+      assert.deepEqual(await send(lab, outside, "tcp", NODE_IP, 30071, "x"), { ok: false, out: "refused" });
+      const out = await daemon.process.stop("SIGTERM");
+      assert.equal(out.code, 0, out.stderr);
+      daemon = undefined;
+    } finally {
+      for (const s of servers) await s.stop("SIGKILL");
+      if (daemon) {
+        const out = await daemon.process.stop("SIGKILL");
+        if (out.stderr) console.log(out.stderr.split("\n").slice(-40).join("\n"));
+      }
+      await api.process.stop("SIGTERM");
+    }
+  });
+});

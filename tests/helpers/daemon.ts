@@ -186,6 +186,8 @@ export interface DaemonOptions {
   waitReady?: boolean;
   /** The state folder (default `<lab>/state`; a restarted daemon passes the same). */
   stateDir?: string;
+  /** Extra environment (e.g. `XTABLES_LOCKFILE` for a legacy-iptables daemon). */
+  env?: Record<string, string>;
 }
 
 /** Starts `galaxy serve` (through its launcher) in `lab.node` and waits until it is ready. */
@@ -207,7 +209,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
     ...(options.kubeconfig ? [`--kubeconfig=${options.kubeconfig}`] : []),
     ...(options.flags ?? []),
   ];
-  const process = spawnIn(lab.node, `${bin}/galaxy`, args);
+  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {
     try {
