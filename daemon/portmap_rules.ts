@@ -123,7 +123,7 @@ export interface PodPorts {
   /** Name, namespace and annotations. */
   metadata?: { name?: string; namespace?: string; annotations?: Record<string, string> };
   /** The regular containers' ports. */
-  spec?: { hostNetwork?: boolean; containers?: { name?: string; ports?: Record<string, unknown>[] }[] };
+  spec?: { hostNetwork?: boolean; containers?: { name?: string; ports?: object[] }[] };
 }
 
 /** True when the pod has the random-port annotation (any value, even empty). */
@@ -141,7 +141,7 @@ export function specPorts(pod: PodPorts): PortRequest[] {
   const out: PortRequest[] = [];
   for (const c of pod.spec?.containers ?? []) {
     for (const [i, raw] of (c.ports ?? []).entries()) {
-      const port = normalizePort(raw, `container ${c.name ?? "?"} port ${i}`);
+      const port = normalizePort(raw as Record<string, unknown>, `container ${c.name ?? "?"} port ${i}`);
       if (port.hostPort > 0 || random) out.push(port);
     }
   }
