@@ -151,6 +151,7 @@ export class PortMapper {
     const ports = await this.#serial(async () => {
       const held: HeldPort[] = [];
       const ports: Port[] = [];
+      let fileWritten = false;
       try {
         for (const r of requests) {
           const taken = this.#allPorts().find((p) =>
@@ -168,13 +169,15 @@ export class PortMapper {
           const port: Port = { ...r, hostPort: socket.port, podName: name, podIP };
           ports.push(port);
         }
+        fileWritten = true;
         await writeFileAtomic(this.portFile(req.containerId), JSON.stringify(ports));
         this.#mappings.set(req.containerId, { key: req.containerId, pod: podKey, ports, sockets: held });
         await this.#apply([]);
       } catch (e) {
         this.#mappings.delete(req.containerId);
         for (const s of held) s.close();
-        await this.#cleanupAfterFailure(req.containerId, ports);
+        // Before the port file nothing reached the kernel but the sockets, already closed.
+        if (fileWritten) await this.#cleanupAfterFailure(req.containerId, ports);
         if (e instanceof HostPortError) {
           throw new CniError(ErrorCode.PluginFailure, `port mapping: ${e.message}`);
         }

@@ -416,6 +416,20 @@ export class Iptables {
     const family = options.family ?? 4;
     const choice = options.backend ?? "auto";
     const backend = choice === "auto" ? (await detectIptablesBackend(options)).backend : choice;
+    const base = baseName(family);
+    if (choice !== "auto" && !commandExists(`${base}-${backend}-restore`)) {
+      // Only the plain binaries: they must be of the backend asked for, or the rules land where nobody looks.
+      const v = await run(options.netns ?? null, [base, "--version"], options.env);
+      const actual = v.stdout.includes("nf_tables") ? "nft" : "legacy";
+      if (v.code !== 0 || actual !== backend) {
+        throw new IptablesError(
+          `iptables backend ${backend} asked for, but ${base}-${backend}-restore is not installed and ${base} is ` +
+            `${v.stdout.trim() || v.stderr.trim()}`,
+          v.code,
+          v.stderr,
+        );
+      }
+    }
     return new Iptables(family, backend, options.netns ?? null, options.env);
   }
 
