@@ -78,10 +78,15 @@ export async function main(args: string[]): Promise<number> {
       log: getLog("portmap"),
       pods,
     });
-    // The pods' host ports come back before the first request; a failure is logged, never fatal.
-    const nodePods = pods ? await pods.nodePods(RESTORE_SYNC_WAIT_MS) : undefined;
-    if (pods && !nodePods) log.warn("pod cache not synced: port mappings restored from the port files alone");
-    await portmap.restore(nodePods).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
+    // The pods' host ports come back before any port-mapping request runs (they queue behind it); the socket
+    // serves everything else at once. A failure is logged, never fatal.
+    const source = pods;
+    portmap.restore(async () => {
+      if (!source) return undefined;
+      const nodePods = await source.nodePods(RESTORE_SYNC_WAIT_MS);
+      if (!nodePods) log.warn("pod cache not synced: port mappings restored from the port files alone");
+      return nodePods;
+    }).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
     portmap.startPeriodic();
     ctx = {
       portmap,
@@ -111,7 +116,7 @@ export async function main(args: string[]): Promise<number> {
       metrics.observe(verb, code, (performance.now() - started) / 1000);
       return reply;
     },
-    notReadyReason: () => pods?.notReadyReason(),
+    notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress

@@ -95,6 +95,8 @@ export class PortMapper {
   readonly #mappings = new Map<string, Mapping>();
   #queue: Promise<unknown> = Promise.resolve();
   #timer?: ReturnType<typeof setInterval>;
+  #restored = false;
+  #closed = false;
 
   constructor(options: PortMapperOptions) {
     this.#opts = options;
@@ -279,66 +281,83 @@ export class PortMapper {
    * i.e. no apiserver); a live pod without a port file (e.g. mapped by a Galaxy that wrote none) is restored
    * from its annotation when that holds ports, else from its spec. Files of pods gone are left to DEL and GC.
    */
-  restore(pods: RestorePod[] | undefined): Promise<void> {
+  async restore(pods: RestorePod[] | undefined | (() => Promise<RestorePod[] | undefined>)): Promise<void> {
+    // The wait for the pod cache happens outside the queue: DELs (which work from port files in any order
+    // with the restore) are not held up by an apiserver that does not answer; ADDs need the pod anyway.
+    const list = typeof pods === "function" ? await pods() : pods;
     return this.#serial(async () => {
-      const files = await this.#portFiles();
-      const live = pods?.filter((p) =>
-        !p.spec?.hostNetwork && p.status?.podIP && p.status.phase !== "Succeeded" &&
-        p.status.phase !== "Failed"
-      );
-      const wanted: { key: string; pod: string; ports: Port[] }[] = [];
-      const covered = new Set<RestorePod>();
-      for (const [containerId, ports] of files) {
-        if (!live) {
-          wanted.push({ key: containerId, pod: "", ports });
-          continue;
-        }
-        const owner = live.find((p) =>
-          ports.every((port) => port.podName === p.metadata?.name && port.podIP === p.status?.podIP)
-        );
-        if (!owner) {
-          this.#opts.log.v(
-            2,
-            `port mapping: port file of ${containerId} belongs to no live pod; left to DEL/GC`,
-          );
-          continue;
-        }
-        covered.add(owner);
-        wanted.push({ key: containerId, pod: `${owner.metadata?.namespace}/${owner.metadata?.name}`, ports });
+      if (this.#closed) return;
+      try {
+        await this.#restore(list);
+      } finally {
+        this.#restored = true;
       }
-      for (const pod of live ?? []) {
-        if (covered.has(pod)) continue;
-        const ports = this.#podPorts(pod);
-        if (ports.length) {
-          const podKey = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
-          wanted.push({ key: `pod:${podKey}`, pod: podKey, ports });
-        }
-      }
-      for (const w of wanted) {
-        const sockets: HeldPort[] = [];
-        for (const p of w.ports) {
-          try {
-            sockets.push(await holdHostPort(p.protocol, p.hostPort, p.hostIP));
-          } catch (e) {
-            this.#opts.log.warn(
-              `port mapping restore of ${w.key}: ${(e as Error).message}; rules restored anyway`,
-            );
-          }
-        }
-        this.#mappings.get(w.key)?.sockets.forEach((s) => s.close());
-        this.#mappings.set(w.key, { ...w, sockets });
-      }
-      const nat = await this.#opts.iptables.save("nat");
-      await this.#apply(hostportChains(nat), nat);
-      await this.#localnet([...new Set(this.#allPorts().map((p) => p.podIP))]);
-      this.#opts.log.info(
-        `port mapping restored: ${wanted.length} pod(s), ${this.#allPorts().length} port(s); ` +
-          `${
-            hostportChains(nat).filter((c) => !this.#allPorts().some((p) => hostportChainName(p) === c))
-              .length
-          } stale chain(s) removed`,
-      );
     });
+  }
+
+  /** Why the mapper is not ready (its start-up restore has not run yet), or `undefined`. */
+  notReadyReason(): string | undefined {
+    return this.#restored ? undefined : "port mappings not restored yet";
+  }
+
+  async #restore(pods: RestorePod[] | undefined): Promise<void> {
+    const files = await this.#portFiles();
+    const live = pods?.filter((p) =>
+      !p.spec?.hostNetwork && p.status?.podIP && p.status.phase !== "Succeeded" &&
+      p.status.phase !== "Failed"
+    );
+    const wanted: { key: string; pod: string; ports: Port[] }[] = [];
+    const covered = new Set<RestorePod>();
+    for (const [containerId, ports] of files) {
+      if (!live) {
+        wanted.push({ key: containerId, pod: "", ports });
+        continue;
+      }
+      const owner = live.find((p) =>
+        ports.every((port) => port.podName === p.metadata?.name && port.podIP === p.status?.podIP)
+      );
+      if (!owner) {
+        this.#opts.log.v(
+          2,
+          `port mapping: port file of ${containerId} belongs to no live pod; left to DEL/GC`,
+        );
+        continue;
+      }
+      covered.add(owner);
+      wanted.push({ key: containerId, pod: `${owner.metadata?.namespace}/${owner.metadata?.name}`, ports });
+    }
+    for (const pod of live ?? []) {
+      if (covered.has(pod)) continue;
+      const ports = this.#podPorts(pod);
+      if (ports.length) {
+        const podKey = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+        wanted.push({ key: `pod:${podKey}`, pod: podKey, ports });
+      }
+    }
+    for (const w of wanted) {
+      const sockets: HeldPort[] = [];
+      for (const p of w.ports) {
+        try {
+          sockets.push(await holdHostPort(p.protocol, p.hostPort, p.hostIP));
+        } catch (e) {
+          this.#opts.log.warn(
+            `port mapping restore of ${w.key}: ${(e as Error).message}; rules restored anyway`,
+          );
+        }
+      }
+      this.#mappings.get(w.key)?.sockets.forEach((s) => s.close());
+      this.#mappings.set(w.key, { ...w, sockets });
+    }
+    const nat = await this.#opts.iptables.save("nat");
+    await this.#apply(hostportChains(nat), nat);
+    await this.#localnet([...new Set(this.#allPorts().map((p) => p.podIP))]);
+    this.#opts.log.info(
+      `port mapping restored: ${wanted.length} pod(s), ${this.#allPorts().length} port(s); ` +
+        `${
+          hostportChains(nat).filter((c) => !this.#allPorts().some((p) => hostportChainName(p) === c))
+            .length
+        } stale chain(s) removed`,
+    );
   }
 
   #podPorts(pod: RestorePod): Port[] {
@@ -420,6 +439,7 @@ export class PortMapper {
 
   /** Stops the periodic check and closes every held socket; rules stay for the next start to restore. */
   async close(): Promise<void> {
+    this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     await this.#queue;
     for (const m of this.#mappings.values()) for (const s of m.sockets) s.close();
