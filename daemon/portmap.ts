@@ -180,9 +180,6 @@ export class PortMapper {
         for (const s of held) s.close();
         // Before the port file nothing reached the kernel but the sockets, already closed.
         if (fileWritten) await this.#cleanupAfterFailure(req.containerId, ports);
-        if (e instanceof HostPortError) {
-          throw new CniError(ErrorCode.PluginFailure, `port mapping: ${e.message}`);
-        }
         throw new CniError(ErrorCode.PluginFailure, `port mapping: ${(e as Error).message}`);
       }
       return ports;
