@@ -70,7 +70,7 @@ export async function main(args: string[]): Promise<number> {
       );
     }
     const iptables = await Iptables.open({ backend: flags.iptablesBackend });
-    log.info(`iptables backend: ${iptables.backend} (${iptables.commands.restore})`);
+    log.info(`iptables backend: ${iptables.backend} (${iptables.commands.restore}; ${iptables.reason})`);
     portmap = new PortMapper({
       portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
       iptables,
