@@ -14,7 +14,6 @@ import { writeFileAtomic } from "../cni/invoke.ts";
 import { type Iptables, RestoreBatch, type SavedTable } from "../netops/iptables.ts";
 import { routeGet } from "../netops/ip.ts";
 import { setHostSysctls } from "../netops/sysctl.ts";
-import type { HandlerLog } from "./handler.ts";
 import { type HeldPort, holdHostPort, HostPortError } from "./host_ports.ts";
 import {
   ensureBaseRules,
@@ -35,6 +34,16 @@ import {
 
 /** How often the base rules and KUBE-HOSTPORTS are checked and repaired. */
 export const BASE_RULES_INTERVAL_MS = 60_000;
+
+/** Logging as port mapping needs it (the handler's logger fits). */
+export interface PortmapLog {
+  /** Informational message. */
+  info(msg: string): void;
+  /** Something went wrong but the work goes on. */
+  warn(msg: string): void;
+  /** Verbose message at glog level `level`. */
+  v(level: number, msg: string): void;
+}
 
 /** What port mapping needs from the apiserver side. */
 export interface PortmapPods {
@@ -57,7 +66,7 @@ export interface PortMapperOptions {
   /** kube-proxy's masquerade bit (`--masquerade-bit`, default 14 = 0x4000). */
   masqueradeBit: number;
   /** The logger. */
-  log: HandlerLog;
+  log: PortmapLog;
   /** The apiserver side; absent in standalone mode (no random-port write-back). */
   pods?: PortmapPods;
 }
