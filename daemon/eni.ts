@@ -165,10 +165,9 @@ export class EniKeeper {
       );
     }
     const links = await listLinks(netns);
-    const ops: IpOp[] = [];
     const done: { table: number; ifname: string; eni: Eni }[] = [];
     const problems: string[] = [];
-    const main = await listRoutes(netns);
+    const found: { link: string; table: number; eni: Eni }[] = [];
     for (const eni of extra) {
       const link = links.find((l) => l.address?.toLowerCase() === eni.mac);
       if (!link) {
@@ -182,12 +181,18 @@ export class EniKeeper {
         problems.push((e as Error).message);
         continue;
       }
-      ops.push(linkSet(link.name, { up: true }));
-      ops.push(routeReplace({ dst: "default", gw: eni.gateway, dev: link.name, onlink: true, table }));
+      found.push({ link: link.name, table, eni });
+    }
+    // Step 1, links up: that is when the kernel adds each ENI's connected route, which step 2 then removes.
+    await runBatch(netns, found.map((f) => linkSet(f.link, { up: true })));
+    const main = await listRoutes(netns);
+    const ops: IpOp[] = [];
+    for (const { link, table, eni } of found) {
+      ops.push(routeReplace({ dst: "default", gw: eni.gateway, dev: link, onlink: true, table }));
       if (main.some((r) => r.dst === eni.subnet && r.prefsrc === eni.ip)) {
-        ops.push(routeDel({ dst: eni.subnet, src: eni.ip, scope: "link", dev: link.name }));
+        ops.push(routeDel({ dst: eni.subnet, src: eni.ip, scope: "link", dev: link }));
       }
-      done.push({ table, ifname: link.name, eni });
+      done.push({ table, ifname: link, eni });
     }
     await runBatch(netns, ops);
     if (problems.length) throw new Error(problems.join("; "));
