@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { requestDaemon } from "../../cni/wire.ts";
 import { type Daemon, runtimeCall, shimList, startDaemon, Started } from "../helpers/daemon.ts";
 import { type FakeCri, startFakeCri } from "../helpers/fake_cri.ts";
 import { REPO_ROOT } from "../helpers/launchers.ts";
