@@ -7,7 +7,6 @@
 import { versionLine } from "../cli/version.ts";
 import { loadGalaxyConfig } from "./config.ts";
 import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
-import { CriClient, runtimeEndpoint } from "./cri.ts";
 import { EniKeeper } from "./eni.ts";
 import { GarbageCollector } from "./gc.ts";
 import {
@@ -143,44 +142,52 @@ function startUpkeep(
     : undefined;
   eni?.start();
 
-  const endpoint = runtimeEndpoint(flags.containerRuntimeEndpoint, Deno.env.toObject());
-  const cri = new CriClient(endpoint);
+  // grpc-js costs ~0.25 s and ~28 MB to load: it is loaded beside the socket's start, not before it.
   const log = getLog("gc");
-  cri.version().then(
-    (v) =>
-      log.info(
-        `container runtime ${v.runtimeName} ${v.runtimeVersion} (CRI ${v.runtimeApiVersion}) at ${endpoint}`,
-      ),
-    (e) =>
-      log.warn(
-        `container runtime at ${endpoint} not reachable (${
-          (e as Error).message
-        }): until it is, the GC decides ` +
-          "from the apiserver's pods of this node and their network namespaces",
-      ),
-  );
-  const gc = new GarbageCollector({
-    stateDir: flags.stateDir,
-    ipDirs: flags.flannelAllocatedIpDir,
-    gcDirs: flags.gcDirs,
-    intervalMs: flags.flannelGcIntervalMs,
-    graceMs: flags.gcGracePeriodMs,
-    cri,
-    pods,
-    releaseState: (id) => releaseFromState(ctx, id),
-    // Port mappings: the lead wires port mapping's release-from-file here once it lands (daemon/portmap.ts).
-    releasePorts: undefined,
-    isBusy: isContainerBusy,
-    busyContainers,
-    withLock: withContainerLock,
-    counters,
-    log,
+  const gcStarted = import("./cri.ts").then(({ CriClient, runtimeEndpoint }) => {
+    const endpoint = runtimeEndpoint(flags.containerRuntimeEndpoint, Deno.env.toObject());
+    const cri = new CriClient(endpoint);
+    cri.version().then(
+      (v) =>
+        log.info(
+          `container runtime ${v.runtimeName} ${v.runtimeVersion} (CRI ${v.runtimeApiVersion}) at ${endpoint}`,
+        ),
+      (e) =>
+        log.warn(
+          `container runtime at ${endpoint} not reachable (${
+            (e as Error).message
+          }): until it is, the GC decides ` +
+            "from the apiserver's pods of this node and their network namespaces",
+        ),
+    );
+    const gc = new GarbageCollector({
+      stateDir: flags.stateDir,
+      ipDirs: flags.flannelAllocatedIpDir,
+      gcDirs: flags.gcDirs,
+      intervalMs: flags.flannelGcIntervalMs,
+      graceMs: flags.gcGracePeriodMs,
+      cri,
+      pods,
+      releaseState: (id) => releaseFromState(ctx, id),
+      // Port mappings: the lead wires port mapping's release-from-file here once it lands (daemon/portmap.ts).
+      releasePorts: undefined,
+      isBusy: isContainerBusy,
+      busyContainers,
+      withLock: withContainerLock,
+      counters,
+      log,
+    });
+    gc.start();
+    return { gc, cri };
+  }).catch((e) => {
+    log.error(`the GC cannot start: ${(e as Error).message}`);
+    return undefined;
   });
-  gc.start();
   return {
     async stop() {
-      await Promise.all([gc.stop(), kernel.stop(), eni?.stop()]);
-      cri.close();
+      const started = await gcStarted;
+      await Promise.all([started?.gc.stop(), kernel.stop(), eni?.stop()]);
+      started?.cri.close();
     },
   };
 }
