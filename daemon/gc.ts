@@ -143,6 +143,9 @@ function factsOf(id: string, networks: StoredNetwork[] | undefined): ContainerFa
   const a = runtime?.args ?? {};
   if (a.K8S_POD_NAMESPACE && a.K8S_POD_NAME) {
     facts.pod = { namespace: a.K8S_POD_NAMESPACE, name: a.K8S_POD_NAME, uid: a.K8S_POD_UID || undefined };
+  } else if (runtime) {
+    // A runtime outside Kubernetes (standalone mode): the CRI does not list its containers.
+    facts.notAPod = true;
   }
   if (runtime?.netns) facts.netns = runtime.netns;
   return facts;

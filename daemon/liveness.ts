@@ -23,6 +23,8 @@ export interface ContainerFacts {
   netns?: string;
   /** True when a newer state file names the same pod: a later sandbox replaced this one. */
   replaced?: boolean;
+  /** True when its ADD came without K8S_POD_NAME: not a pod, so neither the CRI nor the apiserver knows it. */
+  notAPod?: boolean;
 }
 
 /** The GC's judgement of one container. */
@@ -99,6 +101,7 @@ export class Liveness {
 
   /** Whether the container is known to be gone. */
   async judge(facts: ContainerFacts): Promise<Verdict> {
+    if (facts.notAPod) return { dead: false, reason: "not a Kubernetes pod (no K8S_POD_NAME at its ADD)" };
     if (this.source === "runtime") return this.#judgeByRuntime(facts);
     if (this.source === "none") return { dead: false, reason: "no runtime and no pod cache to ask" };
     // The apiserver fallback: the pod must be gone from this node (or replaced by a newer sandbox), and its

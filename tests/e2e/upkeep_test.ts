@@ -122,6 +122,7 @@ e2eTest(
           const add = await runtimeCall(lab, "add", {
             containerId: ids[name],
             pod: pods[name],
+            k8s: { namespace: "default", name },
             list: shimList(daemon.socket),
           });
           assert.equal(add.code, 0, `ADD ${name}: ${add.stdout}\n${add.stderr}`);

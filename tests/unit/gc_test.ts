@@ -172,6 +172,8 @@ Deno.test({
         dead: true,
         reason: "sandbox not ready and its pod is gone",
       });
+      // A container whose ADD named no pod (a runtime outside Kubernetes) is never the CRI's to judge.
+      assert.equal((await live.judge({ id: cid("dddd00001"), notAPod: true })).dead, false);
       // Without a pod cache a NOTREADY sandbox cannot be decided: alive.
       const noPods = await Liveness.take(client, undefined);
       assert.equal((await noPods.judge({ id: cid("cccc00001") })).dead, false);
