@@ -599,4 +599,9 @@ Deno.test("deploy: galaxy.service installs before the kubelet and runs galaxy se
   if (flags.kubeconfig) assertCodePath(dirname(flags.kubeconfig), "--kubeconfig's folder");
   assert.equal(installed.socketPath, flags.socketPath, "install's conf points at the daemon's socket");
   assert.deepEqual(flags.cniPaths, [installed.binDir], "the daemon runs the plugin links install made");
+  assert.equal(
+    flags.containerRuntimeEndpoint,
+    DEFAULT_RUNTIME_ENDPOINT,
+    "the GC asks containerd's CRI socket",
+  );
 });
