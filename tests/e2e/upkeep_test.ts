@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { type Daemon, runtimeCall, shimList, startDaemon, Started } from "../helpers/daemon.ts";
+import {
+  type Daemon,
+  runtimeCall,
+  shimList,
+  startDaemon,
+  Started,
+  startFakeApiserver,
+} from "../helpers/daemon.ts";
 import { type FakeCri, startFakeCri } from "../helpers/fake_cri.ts";
 import { REPO_ROOT } from "../helpers/launchers.ts";
 import { kernelSkipReason, type Lab, type Netns, pathExists, withLab } from "../helpers/netns.ts";
@@ -392,6 +399,91 @@ e2eTest(
       } finally {
         if (daemon) await daemon.process.stop("SIGKILL");
         await metadata.stop("SIGTERM");
+      }
+    });
+  },
+);
+
+e2eTest(
+  "e2e: with no runtime to ask, the GC goes by the apiserver's pods of the node and their netns",
+  async () => {
+    await withLab("gcapi", async (lab) => {
+      const api = await startFakeApiserver(lab);
+      let daemon: Daemon | undefined;
+      try {
+        daemon = await startDaemon(lab, {
+          galaxyJson: {
+            NetworkConf: [{
+              name: "net",
+              type: "bridge",
+              bridge: "gtbr1",
+              ipam: {
+                type: "host-local",
+                dataDir: `${lab.dir}/ipam`,
+                ranges: [[{ subnet: "198.18.63.0/24" }]],
+              },
+            }],
+            DefaultNetworks: ["net"],
+          },
+          kubeconfig: api.kubeconfig,
+          flags: [
+            "--flannel-gc-interval=1s",
+            "--gc-grace-period=2s",
+            `--gc-dirs=${lab.dir}/state`,
+            `--flannel-allocated-ip-dir=${lab.dir}/ipam/net`,
+          ],
+        });
+        const ids = { deleted: cid("de1e00001"), stays: cid("57a900001"), netns: cid("4e7500001") };
+        const pods: Record<string, Netns> = {};
+        for (const name of Object.keys(ids) as (keyof typeof ids)[]) {
+          pods[name] = await lab.pod(name);
+          const created = await api.putPod({
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name, namespace: "default" },
+            spec: { nodeName: "node-a", containers: [{ name: "app", image: "x" }] },
+          });
+          const uid = (created.metadata as { uid: string }).uid;
+          const add = await runtimeCall(lab, "add", {
+            containerId: ids[name],
+            pod: pods[name],
+            k8s: { namespace: "default", name, uid },
+            list: shimList(daemon.socket),
+          });
+          assert.equal(add.code, 0, `ADD ${name}: ${add.stdout}\n${add.stderr}`);
+        }
+        // "deleted" leaves the node and its namespace goes; "netns" leaves the node but its namespace stays.
+        await api.deletePod("default", "deleted");
+        await api.deletePod("default", "netns");
+        await lab.removeNetns(pods.deleted);
+        const owners = async () => [...(await ipFiles(lab, "net")).values()].sort();
+        await until(
+          "the GC to collect the deleted pod",
+          async () => !(await owners()).includes(ids.deleted),
+          20_000,
+        )
+          .catch(async (e) => {
+            const out = await daemon!.process.stop("SIGKILL");
+            daemon = undefined;
+            throw new Error(`${(e as Error).message}\ndaemon stderr:\n${out.stderr}`);
+          });
+        // Another pass or two: the others stay.
+        await new Promise((r) => setTimeout(r, 2500));
+        assert.deepEqual(await owners(), [ids.stays, ids.netns].sort());
+        assert.equal(await pathExists(`${daemon.stateDir}/${ids.deleted}`), false);
+        assert.ok(await pathExists(`${daemon.stateDir}/${ids.stays}`));
+        assert.ok(await pathExists(`${daemon.stateDir}/${ids.netns}`), "collected while its netns exists");
+        const out = await daemon.process.stop("SIGTERM");
+        daemon = undefined;
+        assert.equal(out.code, 0, out.stderr);
+        assert.match(out.stderr, /GC: liveness from the apiserver's pods of this node/);
+        assert.match(
+          out.stderr,
+          /GC: removed state .*de1e00001.*pod default\/deleted is no longer on this node/,
+        );
+      } finally {
+        if (daemon) await daemon.process.stop("SIGKILL");
+        await api.process.stop("SIGTERM");
       }
     });
   },

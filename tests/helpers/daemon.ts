@@ -91,6 +91,8 @@ export interface FakeApiserver {
   kubeconfig: string;
   /** Stores (creates or replaces) a pod. */
   putPod(pod: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Deletes a pod (watchers get DELETED). */
+  deletePod(namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
@@ -153,6 +155,7 @@ current-context: fake
     kubeconfig,
     process,
     putPod: (pod) => call("PUT", "/pods", pod),
+    deletePod: (namespace, name) => call("DELETE", `/pods/${namespace}/${name}`),
     patches: () => call("GET", "/patches"),
   };
 }
