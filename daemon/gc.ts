@@ -18,12 +18,12 @@
  * @module
  */
 import { withFileLock } from "../cni/plugins/file_lock.ts";
-import { eniVethName } from "../cni/plugins/link.ts";
 import { isValidContainerId } from "../cni/skel.ts";
 import { type Link, linkDel, listLinks, runBatch } from "../netops/ip.ts";
 import { isIP } from "../netops/ip_address.ts";
 import type { CriClient } from "./cri.ts";
-import { type ContainerFacts, Liveness, type NodePods } from "./liveness.ts";
+import { deadVeths } from "./gc_veths.ts";
+import { type ContainerFacts, factsFromState, Liveness, type NodePods } from "./liveness.ts";
 import type { Counters } from "./metrics.ts";
 import { listStates, readState, type StoredNetwork } from "./state.ts";
 
@@ -127,28 +127,6 @@ async function ipFileOwner(path: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
-}
-
-/** The container ID prefix of a galaxy host veth `v-h<cid9>` or `v-h<cid9>-<suffix>`. */
-export function vethContainerPrefix(name: string): string | undefined {
-  if (!name.startsWith("v-h")) return undefined;
-  const parts = name.slice(3).split("-");
-  return parts.length <= 2 && parts[0] !== "" ? parts[0] : undefined;
-}
-
-/** The pod facts of a state file (from the CNI_ARGS and netns its ADD had). */
-function factsOf(id: string, networks: StoredNetwork[] | undefined): ContainerFacts {
-  const runtime = networks?.find((n) => n.Runtime)?.Runtime;
-  const facts: ContainerFacts = { id };
-  const a = runtime?.args ?? {};
-  if (a.K8S_POD_NAMESPACE && a.K8S_POD_NAME) {
-    facts.pod = { namespace: a.K8S_POD_NAMESPACE, name: a.K8S_POD_NAME, uid: a.K8S_POD_UID || undefined };
-  } else if (runtime) {
-    // A runtime outside Kubernetes (standalone mode): the CRI does not list its containers.
-    facts.notAPod = true;
-  }
-  if (runtime?.netns) facts.netns = runtime.netns;
-  return facts;
 }
 
 /** The two GC loops of the daemon. */
@@ -264,7 +242,7 @@ export class GarbageCollector {
         this.#o.counters?.inc("galaxy_gc_skipped_total", { why: "busy" });
         continue;
       }
-      const facts = factsOf(id, states.get(id));
+      const facts = factsFromState(id, states.get(id));
       if (facts.pod && live.source === "apiserver") facts.replaced = replacedBy(id, facts, states, times);
       const verdict = await live.judge(facts);
       if (!verdict.dead) {
@@ -388,40 +366,15 @@ export class GarbageCollector {
       this.#failed("veth", "list", e, report);
       return report;
     }
-    const { states, times: stateTimes } = await this.#readStates();
-    const eniAlive = await this.#liveEniNames(live, states);
-    const dead: { name: string; id: string; prefix?: string; reason: string }[] = [];
-    const seen = new Set<string>();
-    for (const link of links) {
-      let verdict: { id: string; prefix?: string; dead: boolean; reason: string } | undefined;
-      const prefix = vethContainerPrefix(link.name);
-      if (prefix) {
-        const owners = [...states.keys()].filter((id) => id.startsWith(prefix));
-        if (owners.some((id) => this.#young(stateTimes.get(id)!))) continue;
-        const facts = owners.length === 1 ? factsOf(prefix, states.get(owners[0])) : { id: prefix };
-        const v = await live.judge(facts);
-        verdict = { id: owners.length === 1 ? owners[0] : prefix, prefix, ...v };
-      } else if (/^eni[0-9a-f]{11}$/.test(link.name) && eniAlive) {
-        const alive = eniAlive.has(link.name);
-        verdict = {
-          id: link.name,
-          dead: !alive,
-          reason: alive ? "" : "no live pod of this node has this veth",
-        };
-      }
-      if (!verdict) continue;
-      seen.add(link.name);
-      if (!verdict.dead) {
-        this.#vethDeadSince.delete(link.name);
-        continue;
-      }
-      // A link has no age: it must look dead for a whole grace period before it goes.
-      const since = this.#vethDeadSince.get(link.name) ?? this.#now();
-      this.#vethDeadSince.set(link.name, since);
-      if (this.#young(since)) continue;
-      dead.push({ name: link.name, id: verdict.id, prefix: verdict.prefix, reason: verdict.reason });
-    }
-    for (const name of this.#vethDeadSince.keys()) if (!seen.has(name)) this.#vethDeadSince.delete(name);
+    const { states, times } = await this.#readStates();
+    const dead = await deadVeths(links, {
+      live,
+      states,
+      times,
+      deadSince: this.#vethDeadSince,
+      now: this.#now(),
+      graceMs: this.#o.graceMs,
+    });
     // Checked right before the batch: an ADD that started meanwhile keeps its veth. (An eni veth's ADD wrote
     // its state file, which names the pod, before the veth existed: it is among the live names above.)
     const busy = this.#o.busyContainers();
@@ -445,40 +398,6 @@ export class GarbageCollector {
       }
     }
     return report;
-  }
-
-  /**
-   * The `eni<hash>` names of pods that may still live: every sandbox the runtime lists, else every pod of the
-   * node, and every pod with a state file; `undefined` when neither source can say.
-   */
-  async #liveEniNames(
-    live: Liveness,
-    states: Map<string, StoredNetwork[] | undefined>,
-  ): Promise<Set<string> | undefined> {
-    const pods: { namespace: string; name: string }[] = [];
-    if (live.source === "runtime") {
-      for (const s of live.sandboxes) pods.push({ namespace: s.metadata.namespace, name: s.metadata.name });
-    } else if (live.source === "apiserver") {
-      for (const key of live.pods!.keys()) {
-        const [namespace, name] = key.split("/");
-        pods.push({ namespace, name });
-      }
-    } else {
-      return undefined;
-    }
-    for (const [id, networks] of states) {
-      const pod = factsOf(id, networks).pod;
-      if (pod) pods.push(pod);
-    }
-    const names = new Set<string>();
-    for (const p of pods) {
-      try {
-        names.add(await eniVethName(p.namespace, p.name));
-      } catch {
-        // a name that makes no valid interface name cannot own a veth
-      }
-    }
-    return names;
   }
 
   /** Starts both loops; the first passes run one interval after start. */
@@ -519,7 +438,7 @@ function replacedBy(
   if (!facts.pod?.uid) return false;
   for (const [other, networks] of states) {
     if (other === id || (times.get(other) ?? 0) <= (times.get(id) ?? 0)) continue;
-    if (factsOf(other, networks).pod?.uid === facts.pod.uid) return true;
+    if (factsFromState(other, networks).pod?.uid === facts.pod.uid) return true;
   }
   return false;
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import type { CriClient, Sandbox } from "./cri.ts";
+import type { StoredNetwork } from "./state.ts";
 
 /** The pods of this node, as the daemon's pod cache has them. */
 export interface NodePods {
@@ -25,6 +26,21 @@ export interface ContainerFacts {
   replaced?: boolean;
   /** True when its ADD came without K8S_POD_NAME: not a pod, so neither the CRI nor the apiserver knows it. */
   notAPod?: boolean;
+}
+
+/** The facts a state file gives about its container (the CNI_ARGS and netns its ADD had). */
+export function factsFromState(id: string, networks: StoredNetwork[] | undefined): ContainerFacts {
+  const runtime = networks?.find((n) => n.Runtime)?.Runtime;
+  const facts: ContainerFacts = { id };
+  const a = runtime?.args ?? {};
+  if (a.K8S_POD_NAMESPACE && a.K8S_POD_NAME) {
+    facts.pod = { namespace: a.K8S_POD_NAMESPACE, name: a.K8S_POD_NAME, uid: a.K8S_POD_UID || undefined };
+  } else if (runtime) {
+    // A runtime outside Kubernetes (standalone mode): the CRI does not list its containers.
+    facts.notAPod = true;
+  }
+  if (runtime?.netns) facts.netns = runtime.netns;
+  return facts;
 }
 
 /** The GC's judgement of one container. */

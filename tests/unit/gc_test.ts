@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { CriClient } from "../../daemon/cri.ts";
-import { GarbageCollector, type GcOptions, MAX_DEL_ATTEMPTS, vethContainerPrefix } from "../../daemon/gc.ts";
+import { GarbageCollector, type GcOptions, MAX_DEL_ATTEMPTS } from "../../daemon/gc.ts";
+import { deadVeths, vethContainerPrefix } from "../../daemon/gc_veths.ts";
+import { eniVethName } from "../../cni/plugins/link.ts";
 import { Liveness } from "../../daemon/liveness.ts";
 import { Counters } from "../../daemon/metrics.ts";
 import { type StoredNetwork, writeState } from "../../daemon/state.ts";
@@ -177,6 +179,47 @@ Deno.test({
       // Without a pod cache a NOTREADY sandbox cannot be decided: alive.
       const noPods = await Liveness.take(client, undefined);
       assert.equal((await noPods.judge({ id: cid("cccc00001") })).dead, false);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "gc: an eni veth goes once no live pod owns it for a grace period; a young state protects its v-h veth",
+  ...opts,
+  async fn() {
+    await withRuntime(async (_dir, cri, client) => {
+      cri.set([{ id: cid("aaaa00001"), pod: { namespace: "default", name: "web" } }]);
+      const live = await Liveness.take(client, undefined);
+      const owned = await eniVethName("default", "web");
+      const orphan = await eniVethName("default", "gone");
+      const veth = (name: string) => ({
+        index: 1,
+        name,
+        up: true,
+        flags: [],
+        mtu: 1500,
+        operstate: "UP",
+        kind: "veth",
+      });
+      const links = [veth(owned), veth(orphan), veth("v-hbbbb00001"), veth("v-hcccc00001"), {
+        ...veth("v-hdddd00001"),
+        kind: "bridge",
+      }];
+      const now = Date.now();
+      const states = new Map([[cid("cccc00001"), stored("setting-up")]]);
+      const times = new Map([[cid("cccc00001"), now]]);
+      const deadSince = new Map<string, number>();
+      const input = { live, states, times, deadSince, now, graceMs: GRACE };
+      assert.deepEqual(await deadVeths(links, input), [], "nothing is dead the first time it is seen");
+      const later = await deadVeths(links, { ...input, now: now + GRACE });
+      assert.deepEqual(
+        later.map((d) => [d.name, d.reason]).sort(),
+        [
+          [orphan, "no live pod of this node has this veth"],
+          ["v-hbbbb00001", "the runtime no longer lists its sandbox"],
+        ].sort(),
+      );
     });
   },
 });
