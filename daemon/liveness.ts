@@ -11,7 +11,7 @@ import type { StoredNetwork } from "./state.ts";
 /** The pods of this node, as the daemon's pod cache has them. */
 export interface NodePods {
   /** `namespace/name` → UID, or `undefined` while the cache is not synced. */
-  nodePods(): Map<string, { uid?: string }> | undefined;
+  nodePodUids(): Map<string, { uid?: string }> | undefined;
 }
 
 /** What the GC knows about a container from its files. */
@@ -86,7 +86,7 @@ export class Liveness {
 
   /** Asks the runtime once (if there is one); falls back to the pod cache when it cannot be reached. */
   static async take(cri: CriClient | undefined, pods: NodePods | undefined): Promise<Liveness> {
-    const podMap = pods?.nodePods();
+    const podMap = pods?.nodePodUids();
     if (cri) {
       try {
         return new Liveness("runtime", await cri.listSandboxes(), podMap);

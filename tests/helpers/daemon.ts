@@ -91,7 +91,7 @@ export interface FakeApiserver {
   kubeconfig: string;
   /** Stores (creates or replaces) a pod. */
   putPod(pod: Record<string, unknown>): Promise<Record<string, unknown>>;
-  /** Deletes a pod (watchers get DELETED). */
+  /** Removes a pod (watchers get DELETED). */
   deletePod(namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
@@ -184,6 +184,10 @@ export interface DaemonOptions {
   flags?: string[];
   /** Wait for /readyz (default true). */
   waitReady?: boolean;
+  /** The state folder (default `<lab>/state`; a restarted daemon passes the same). */
+  stateDir?: string;
+  /** Extra environment (e.g. `XTABLES_LOCKFILE` for a legacy-iptables daemon). */
+  env?: Record<string, string>;
 }
 
 /** Starts `galaxy serve` (through its launcher) in `lab.node` and waits until it is ready. */
@@ -191,7 +195,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
   const configPath = `${lab.dir}/galaxy.json`;
   await Deno.writeTextFile(configPath, JSON.stringify(options.galaxyJson));
   const socket = `${lab.dir}/run/galaxy.sock`;
-  const stateDir = `${lab.dir}/state`;
+  const stateDir = options.stateDir ?? `${lab.dir}/state`;
   const bin = await launcherDir();
   const args = [
     "serve",
@@ -214,7 +218,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
   for (const [flag, value] of Object.entries(labDefaults)) {
     if (!args.some((a) => a.startsWith(`--${flag}=`))) args.push(`--${flag}=${value}`);
   }
-  const process = spawnIn(lab.node, `${bin}/galaxy`, args);
+  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {
     try {
@@ -240,6 +244,8 @@ export interface PodCall {
   k8s?: { namespace: string; name: string; uid?: string };
   /** The runtime's interface name (default eth0). */
   ifname?: string;
+  /** Capability arguments (libcni puts them in `runtimeConfig`), e.g. `portMappings`. */
+  capabilityArgs?: Record<string, unknown>;
 }
 
 /** The runtime's conflist for the shim, as `galaxy install` writes it. */
@@ -265,7 +271,13 @@ export async function runtimeCall(
   }
   const request = {
     list: call.list,
-    rt: { containerId: call.containerId, netns: call.pod.path, ifname: call.ifname ?? "eth0", args },
+    rt: {
+      containerId: call.containerId,
+      netns: call.pod.path,
+      ifname: call.ifname ?? "eth0",
+      args,
+      capabilityArgs: call.capabilityArgs,
+    },
     path: [await launcherDir()],
     cacheDir: `${lab.dir}/runtime-cache`,
     valid: call.valid,

@@ -239,7 +239,7 @@ gcTest("gc: with the runtime unreachable, the apiserver's pods and the pod's net
     await leftovers(s, NETNS, "198.18.31.4", { pod: "netns", netns: alive.path });
     const client = new CriClient(`unix://${lab.dir}/absent.sock`, { timeoutMs: 2000 });
     try {
-      const pods = { nodePods: () => new Map([["default/stays", { uid: "u1" }]]) };
+      const pods = { nodePodUids: () => new Map([["default/stays", { uid: "u1" }]]) };
       const gc = new GarbageCollector(gcOptions(s, { cri: client, pods }));
       const report = await gc.collectFiles();
       assert.equal(report.source, "apiserver");
@@ -250,7 +250,7 @@ gcTest("gc: with the runtime unreachable, the apiserver's pods and the pod's net
       // Not synced yet: nothing is decided.
       await leftovers(s, cid("77770001"), "198.18.31.5", { pod: "other" });
       const unsynced = new GarbageCollector(
-        gcOptions(s, { cri: client, pods: { nodePods: () => undefined } }),
+        gcOptions(s, { cri: client, pods: { nodePodUids: () => undefined } }),
       );
       const none = await unsynced.collectFiles();
       assert.equal(none.source, "none");

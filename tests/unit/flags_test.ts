@@ -60,6 +60,9 @@ const GALAXY_DEFAULTS: ServeFlags = {
   stateDir: "/var/lib/cni/galaxy",
   maxConcurrentRequests: 8,
   metricsAddress: "",
+  portDir: "",
+  iptablesBackend: "auto",
+  masqueradeBit: 14,
   v: 0,
   logtostderr: true,
   alsologtostderr: false,
@@ -102,6 +105,9 @@ const ISSUE_FLAGS = [
   "state-dir",
   "max-concurrent-requests",
   "metrics-address",
+  "port-dir",
+  "iptables-backend",
+  "masquerade-bit",
   "pprof",
 ];
 
@@ -154,6 +160,9 @@ Deno.test("flags: the table shows each default as the help does", () => {
     "state-dir": "string /var/lib/cni/galaxy",
     "max-concurrent-requests": "int 8",
     "metrics-address": 'host:port ""',
+    "port-dir": 'string ""',
+    "iptables-backend": "string auto",
+    "masquerade-bit": "int 14",
     "v": "int 0",
     "logtostderr": "bool true",
     "alsologtostderr": "bool false",
@@ -181,6 +190,9 @@ Deno.test("flags: --f=v and --f v for every kind of value", () => {
     ["state-dir", "/tmp/state", { stateDir: "/tmp/state" }],
     ["max-concurrent-requests", "4", { maxConcurrentRequests: 4 }],
     ["metrics-address", "127.0.0.1:9100", { metricsAddress: "127.0.0.1:9100" }],
+    ["port-dir", "/tmp/ports", { portDir: "/tmp/ports" }],
+    ["iptables-backend", "nft", { iptablesBackend: "nft" }],
+    ["masquerade-bit", "0", { masqueradeBit: 0 }],
     ["v", "5", { v: 5 }],
     ["log-dir", "/var/log/galaxy", { logDir: "/var/log/galaxy" }],
     ["log-file", "/var/log/galaxy.log", { logFile: "/var/log/galaxy.log" }],
@@ -256,6 +268,7 @@ Deno.test("flags: '_' is accepted for '-' in every name", () => {
 });
 
 const SAMPLE_BY_NAME: Record<string, string> = {
+  "iptables-backend": "nft",
   "container-runtime-endpoint": "/run/x.sock",
   "eni-metadata-url": "http://127.0.0.1:1/",
 };
@@ -543,4 +556,14 @@ Deno.test("flags: the upkeep flags: runtime endpoint, grace period, metadata URL
   assertFlagError(["--container-runtime-endpoint=tcp://1.2.3.4:5"], "--container-runtime-endpoint", /unix/);
   assertFlagError(["--gc-grace-period=0"], "--gc-grace-period", /greater than 0/);
   assertFlagError(["--eni-metadata-url=ftp://x/"], "--eni-metadata-url", /http/);
+});
+
+Deno.test("port-mapping flags: backend choice and masquerade bit are checked", () => {
+  const flags = parseServeFlags(["--iptables-backend=legacy", "--masquerade-bit=15", "--port-dir=/tmp/p"]);
+  assert.ok(flags !== "help");
+  assert.equal(flags.iptablesBackend, "legacy");
+  assert.equal(flags.masqueradeBit, 15);
+  assert.equal(flags.portDir, "/tmp/p");
+  assert.throws(() => parseServeFlags(["--iptables-backend=xt"]), /auto, legacy or nft/);
+  assert.throws(() => parseServeFlags(["--masquerade-bit=32"]), /0 to 31/);
 });

@@ -160,7 +160,7 @@ Deno.test({
         { id: cid("bbbb00001"), pod: { namespace: "default", name: "stopped", uid: "u2" }, ready: false },
         { id: cid("cccc00001"), pod: { namespace: "default", name: "old", uid: "u3" }, ready: false },
       ]);
-      const pods = { nodePods: () => new Map([["default/stopped", { uid: "u2" }]]) };
+      const pods = { nodePodUids: () => new Map([["default/stopped", { uid: "u2" }]]) };
       const live = await Liveness.take(client, pods);
       assert.equal(live.source, "runtime");
       assert.equal((await live.judge({ id: cid("aaaa00001") })).dead, false);
