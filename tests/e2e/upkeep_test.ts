@@ -88,6 +88,24 @@ async function footprint(lab: Lab, daemon: Daemon, id: string, pod: Netns | unde
   };
 }
 
+const HOST_PORTS = { killed: 30181, crashed: 30182, alive: 30183 };
+
+/** Whether a host port is mapped: KUBE-HOSTPORTS jumps for it, a socket holds it. */
+async function portState(lab: Lab, port: number) {
+  const nat = await lab.exec(lab.node, "iptables-save", ["-t", "nat"]);
+  const jump = nat.split("\n").some((l) =>
+    l.startsWith("-A KUBE-HOSTPORTS") && l.includes(`--dport ${port} `)
+  );
+  const listening = (await lab.exec(lab.node, "ss", ["-Hltn", `sport = :${port}`])).trim() !== "";
+  return { jump, listening };
+}
+
+/** How many per-port KUBE-HP-* chains exist. */
+async function hostportChains(lab: Lab): Promise<number> {
+  const nat = await lab.exec(lab.node, "iptables-save", ["-t", "nat"]);
+  return nat.split("\n").filter((l) => /^:KUBE-HP-/.test(l)).length;
+}
+
 const NOTHING = { ips: 0, veth: false, routes: 0, state: false, flannel: false, podInterfaces: 0 };
 
 async function until(what: string, fn: () => Promise<boolean>, ms: number): Promise<void> {
@@ -114,7 +132,7 @@ e2eTest(
             `--container-runtime-endpoint=unix://${lab.dir}/cri.sock`,
             "--flannel-gc-interval=1s",
             "--gc-grace-period=3s",
-            `--gc-dirs=${lab.dir}/flannel,${lab.dir}/state`,
+            `--gc-dirs=${lab.dir}/flannel,${lab.dir}/state,${lab.dir}/state/port`,
             `--flannel-allocated-ip-dir=${lab.dir}/ipam/overlay,${lab.dir}/ipam/second`,
           ],
         });
@@ -131,9 +149,15 @@ e2eTest(
             pod: pods[name],
             k8s: { namespace: "default", name },
             list: shimList(daemon.socket),
+            // Each pod maps a host port: the GC must give it back.
+            capabilityArgs: {
+              portMappings: [{ hostPort: HOST_PORTS[name], containerPort: 80, protocol: "tcp" }],
+            },
           });
           assert.equal(add.code, 0, `ADD ${name}: ${add.stdout}\n${add.stderr}`);
         }
+        assert.deepEqual(await portState(lab, HOST_PORTS.killed), { jump: true, listening: true });
+        assert.equal(await hostportChains(lab), 3);
         for (const name of ["killed", "crashed", "alive"] as const) {
           const f = await footprint(lab, daemon, ids[name], pods[name]);
           assert.deepEqual(
@@ -160,6 +184,17 @@ e2eTest(
           { ips: 2, veth: true, routes: 1, state: true, flannel: true, podInterfaces: 2 },
           "the live pod lost something",
         );
+        // The dead pods' host ports are released (socket closed, KUBE-HP chain and jump gone, port file gone).
+        for (const name of ["killed", "crashed"] as const) {
+          assert.deepEqual(await portState(lab, HOST_PORTS[name]), { jump: false, listening: false }, name);
+          assert.equal(
+            await pathExists(`${daemon.stateDir}/port/${ids[name]}`),
+            false,
+            `${name}'s port file`,
+          );
+        }
+        assert.deepEqual(await portState(lab, HOST_PORTS.alive), { jump: true, listening: true });
+        assert.equal(await hostportChains(lab), 1, "KUBE-HP chains of dead pods are left");
         const bridgePorts = await lab.ipJson<unknown[]>(lab.node, ["link", "show", "master", "gtbr0"]);
         assert.equal(bridgePorts.length, 1, "the bridge still has ports of dead pods");
         const out = await daemon.process.stop("SIGTERM");
