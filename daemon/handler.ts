@@ -41,7 +41,7 @@ const CniWireRequestSchema = z.object({
   config: z.string().optional(),
 });
 import type { GalaxyConfig } from "./config.ts";
-import { type PodLike, resolveNetworks } from "./networks.ts";
+import { findNetworkInConfDir, type PodLike, resolveNetworks } from "./networks.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 import { firstIPv4, type PortMapper } from "./portmap.ts";
 
@@ -603,8 +603,11 @@ async function cmdStatus(ctx: HandlerContext, req: ParsedRequest): Promise<Handl
   const options = invokeOptions(ctx, req);
   for (const name of ctx.config.defaultNetworks) {
     try {
-      const found = networkList(ctx, name);
-      if (!found) throw new CniError(ErrorCode.NotAvailable, "not in galaxy.json NetworkConf");
+      const found = networkList(ctx, name) ??
+        (await findNetworkInConfDir(ctx.confDir, name, { warn: (m) => ctx.log.warn(m) }))?.list;
+      if (!found) {
+        throw new CniError(ErrorCode.NotAvailable, `not in galaxy.json NetworkConf nor in ${ctx.confDir}`);
+      }
       await statusNetworkList(await negotiateVersion(found, options), options);
     } catch (e) {
       const err = asCniError(e);

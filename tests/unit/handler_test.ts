@@ -523,6 +523,23 @@ Deno.test("handleCni: STATUS asks every default network's plugins; their 50/51 c
       { ...TWO_NETS.NetworkConf[1], fail: { code, msg: "subnet file missing" }, failOn: ["STATUS"] },
     ],
   });
+  // A default network from --network-conf-dir is asked too.
+  await withHandler({ ...TWO_NETS, DefaultNetworks: ["first", "fromdir"] }, async ({ ctx, record }) => {
+    await Deno.mkdir(ctx.confDir, { recursive: true });
+    await Deno.writeTextFile(
+      `${ctx.confDir}/10-fromdir.conf`,
+      JSON.stringify({ cniVersion: "1.1.0", name: "fromdir", type: "recorder", recordFile: record }),
+    );
+    assert.deepEqual(await call(ctx, "STATUS"), { status: 200, body: "" });
+    assert.deepEqual((await readCalls(record)).map((c) => `${c.verb} ${c.conf.name}`), [
+      "STATUS first",
+      "STATUS fromdir",
+    ]);
+    await Deno.remove(`${ctx.confDir}/10-fromdir.conf`);
+    const missing = errorOf(await call(ctx, "STATUS"));
+    assert.equal(missing.code, 50);
+    assert.match(missing.msg, /^default network "fromdir": not in galaxy\.json NetworkConf nor in /);
+  });
   for (const [code, expected] of [[51, 51], [50, 50], [100, 50]]) {
     await withHandler(failing(code), async ({ ctx }) => {
       const err = errorOf(await call(ctx, "STATUS"));
