@@ -35,13 +35,13 @@ async function listeners(port: number): Promise<string[]> {
 }
 
 async function portFiles(): Promise<string[]> {
-  const names: string[] = [];
   try {
+    const names: string[] = [];
     for await (const e of Deno.readDir(portDir)) if (!e.name.startsWith(".")) names.push(e.name);
+    return names;
   } catch {
     return [];
   }
-  return names;
 }
 
 async function portIsFree(protocol: string, port: number): Promise<boolean> {

@@ -53,6 +53,9 @@ const GALAXY_DEFAULTS: ServeFlags = {
   flannelAllocatedIpDir: ["/var/lib/cni/networks", "/var/lib/cni/networks/galaxy-flannel"],
   flannelGcIntervalMs: 10_000,
   gcDirs: ["/var/lib/cni/flannel", "/var/lib/cni/galaxy", "/var/lib/cni/galaxy/port"],
+  containerRuntimeEndpoint: "",
+  gcGracePeriodMs: 120_000,
+  eniMetadataUrl: "http://metadata.tencentyun.com/latest/meta-data/",
   hostnameOverride: "",
   version: false,
   pprof: false,
@@ -87,6 +90,9 @@ const ISSUE_FLAGS = [
   "flannel-allocated-ip-dir",
   "flannel-gc-interval",
   "gc-dirs",
+  "container-runtime-endpoint",
+  "gc-grace-period",
+  "eni-metadata-url",
   "hostname-override",
   "version",
   "v",
@@ -147,6 +153,9 @@ Deno.test("flags: the table shows each default as the help does", () => {
     "flannel-allocated-ip-dir": "strings [/var/lib/cni/networks,/var/lib/cni/networks/galaxy-flannel]",
     "flannel-gc-interval": "duration 10s",
     "gc-dirs": "strings [/var/lib/cni/flannel,/var/lib/cni/galaxy,/var/lib/cni/galaxy/port]",
+    "container-runtime-endpoint": 'string ""',
+    "gc-grace-period": "duration 2m",
+    "eni-metadata-url": "string http://metadata.tencentyun.com/latest/meta-data/",
     "hostname-override": 'string ""',
     "version": "bool false",
     "pprof": "bool false",
@@ -256,10 +265,16 @@ Deno.test("flags: '_' is accepted for '-' in every name", () => {
   assert.equal(parse("--max_concurrent_requests=3").maxConcurrentRequests, 3);
   for (const f of FLAG_TABLE) {
     const underscored = f.name.replaceAll("-", "_");
-    const value = f.type === "bool" ? [] : [f.name === "iptables-backend" ? "nft" : sampleValue(f.type)];
+    const value = f.type === "bool" ? [] : [SAMPLE_BY_NAME[f.name] ?? sampleValue(f.type)];
     assert.doesNotThrow(() => parse(`--${underscored}`, ...value), `--${underscored}`);
   }
 });
+
+const SAMPLE_BY_NAME: Record<string, string> = {
+  "iptables-backend": "nft",
+  "container-runtime-endpoint": "/run/x.sock",
+  "eni-metadata-url": "http://127.0.0.1:1/",
+};
 
 function sampleValue(type: string): string {
   const samples: Record<string, string> = {
@@ -548,13 +563,28 @@ Deno.test("flags not in effect yet: --help says so for exactly those flags, and 
   )!;
   assert.match(warning, /not in effect yet/);
   for (const name of waiting) assert.ok(warning.includes(`--${name}=`), `${name} missing from: ${warning}`);
-  assert.ok(warning.includes("--network-policy=true") && warning.includes("--gc-dirs=/a,/b"), warning);
-  assert.ok(warning.includes("--flannel-gc-interval=5000ms"), warning);
+  assert.ok(warning.includes("--network-policy=true"), warning);
+  // --gc-dirs and --flannel-gc-interval took effect with the GC: they are no longer in the list or the warning.
+  assert.ok(!warning.includes("--gc-dirs") && !warning.includes("--flannel-gc-interval"), warning);
 });
 
 function kebab(key: string): string {
   return key.replace(/Ms$/, "").replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
+
+Deno.test("flags: the upkeep flags: runtime endpoint, grace period, metadata URL", () => {
+  const f = parse(
+    "--container-runtime-endpoint=unix:///run/k3s/containerd/containerd.sock",
+    "--gc-grace-period=30s",
+    "--eni-metadata-url=http://127.0.0.1:8080/latest/meta-data",
+  );
+  assert.equal(f.containerRuntimeEndpoint, "unix:///run/k3s/containerd/containerd.sock");
+  assert.equal(f.gcGracePeriodMs, 30_000);
+  assert.equal(f.eniMetadataUrl, "http://127.0.0.1:8080/latest/meta-data/");
+  assertFlagError(["--container-runtime-endpoint=tcp://1.2.3.4:5"], "--container-runtime-endpoint", /unix/);
+  assertFlagError(["--gc-grace-period=0"], "--gc-grace-period", /greater than 0/);
+  assertFlagError(["--eni-metadata-url=ftp://x/"], "--eni-metadata-url", /http/);
+});
 
 Deno.test("port-mapping flags: backend choice and masquerade bit are checked", () => {
   const flags = parseServeFlags(["--iptables-backend=legacy", "--masquerade-bit=15", "--port-dir=/tmp/p"]);
