@@ -8,6 +8,7 @@
  * @module
  */
 import { writeFileAtomic } from "../netops/fs_atomic.ts";
+import { delegationEnv } from "./delegation.ts";
 import { encodeBase64 } from "./wire.ts";
 import {
   asCniError,
@@ -115,7 +116,9 @@ export interface ExecOutcome {
 
 /**
  * Executes a plugin once with `env` and `stdin`. Throws a {@linkcode CniError} (code 102) when it runs longer
- * than `timeoutMs`, after killing it.
+ * than `timeoutMs`, after killing it and everything it started: the plugin runs in its own process group
+ * (session), and the timeout kills the group, so a plugin that forks (or a chain of delegates) cannot outlive
+ * it.
  */
 export async function execPlugin(
   pluginPath: string,
@@ -131,6 +134,7 @@ export async function execPlugin(
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
+      detached: true, // setsid: the plugin leads its own process group, which the timeout kills whole
     }).spawn();
   } catch (e) {
     throw new CniError(
@@ -142,9 +146,13 @@ export async function execPlugin(
   const timer = setTimeout(() => {
     timedOut = true;
     try {
-      child.kill("SIGKILL");
+      Deno.kill(-child.pid, "SIGKILL");
     } catch {
-      // already gone
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
     }
   }, timeoutMs);
   try {
@@ -267,6 +275,12 @@ export async function delegateVerb(
   options: InvokeOptions & { label: string; negotiate?: boolean },
 ): Promise<Result | undefined> {
   try {
+    if (options.pluginType !== undefined && options.pluginType === conf.type) {
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        `plugin ${conf.type} may not delegate to its own type`,
+      );
+    }
     let sent = conf;
     const version = conf.cniVersion;
     if (options.prevResult && isSupportedVersion(version) && versionAtLeast(version, "0.4.0")) {
@@ -294,8 +308,10 @@ export async function execVerb(
   rt: RuntimeConf | undefined,
   options: InvokeOptions,
 ): Promise<Result | undefined> {
-  const path = findPlugin(options.pluginType ?? conf.type, options.path);
-  const outcome = await execPlugin(path, cniEnv(verb, rt, options), {
+  const type = options.pluginType ?? conf.type;
+  const path = findPlugin(type, options.path);
+  const env = delegationEnv(type, cniEnv(verb, rt, options));
+  const outcome = await execPlugin(path, env, {
     stdin: JSON.stringify(conf),
     timeoutMs: options.timeoutMs,
   });

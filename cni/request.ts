@@ -6,6 +6,7 @@
  * @module
  */
 import { ifnameProblem } from "../netops/ifname.ts";
+import { netnsPathProblem, netnsState } from "../netops/netns_path.ts";
 import { CNI_NAME, CniError, ErrorCode } from "./version.ts";
 
 /** The verbs of CNI 1.1. */
@@ -24,6 +25,34 @@ export const REQUIRED_ENV: Record<Verb, readonly string[]> = {
 };
 
 const CONTAINER_ID = CNI_NAME;
+/** The longest container ID accepted: file names built from it (`<id>.tmp-<rand>`, ...) stay under 255. */
+export const CONTAINER_ID_MAX = 200;
+
+/**
+ * `CNI_NETNS` checked for `verb`: ADD and CHECK need a live namespace (code 4 when the path is malformed or
+ * not a namespace, code 3 when nothing is there). DEL takes a namespace that is gone, unmounted or not a
+ * namespace as no namespace (""): the plugins then release what is outside the pod and skip what was inside,
+ * so that DEL converges (code 4 only for a malformed path).
+ */
+function checkedNetns(verb: Exclude<Verb, "VERSION">, netns: string): string {
+  if (netns === "" || verb === "STATUS" || verb === "GC") return netns;
+  const problem = netnsPathProblem(netns);
+  if (problem) {
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `CNI_NETNS ${JSON.stringify(netns.slice(0, 200))} ${problem}`,
+    );
+  }
+  const state = netnsState(netns);
+  if (verb === "DEL") return state.kind === "netns" ? netns : "";
+  if (state.kind === "missing") {
+    throw new CniError(ErrorCode.UnknownContainer, `CNI_NETNS ${netns} does not exist`);
+  }
+  if (state.kind === "other") {
+    throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${netns} is ${state.what}`);
+  }
+  return netns;
+}
 
 /** True when `id` is a valid container ID (libcni: a letter or digit, then letters, digits, `_`, `.`, `-`). */
 export function isValidContainerId(id: string): boolean {
@@ -98,6 +127,14 @@ export function requestFromEnv(
     );
   }
   const containerId = env.CNI_CONTAINERID ?? "";
+  if (containerId.length > CONTAINER_ID_MAX) {
+    // Container IDs name files (state, port, flannel, host-local's last-reserved): a name over 255 bytes
+    // cannot be created, so it fails here rather than half-way through an ADD.
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `CNI_CONTAINERID is ${containerId.length} characters long; galaxy allows at most ${CONTAINER_ID_MAX}`,
+    );
+  }
   if (required.includes("CNI_CONTAINERID") && !isValidContainerId(containerId)) {
     throw new CniError(
       ErrorCode.InvalidEnvironment,
@@ -112,7 +149,7 @@ export function requestFromEnv(
   return {
     command: verb,
     containerId,
-    netns: env.CNI_NETNS ?? "",
+    netns: checkedNetns(verb, env.CNI_NETNS ?? ""),
     ifname,
     args: parseCniArgs(env.CNI_ARGS),
     path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),

@@ -19,6 +19,7 @@ import {
   type Result,
   versionAtLeast,
 } from "./version.ts";
+import { asRunningPlugin } from "./delegation.ts";
 import { type EnvRequest, requestFromEnv, type Verb, verbOf } from "./request.ts";
 
 export type { Verb } from "./request.ts";
@@ -138,7 +139,8 @@ export function buildRequest(
     config: raw as PluginRequest["config"],
     cniVersion: version,
     prevResult,
-    env,
+    // The chain of plugin types travels with the request, so that no delegate can start this type again.
+    env: asRunningPlugin(plugin.name, env),
     stdin,
   };
 }

@@ -22,6 +22,7 @@ import {
   type RuntimeConf,
   statusNetworkList,
 } from "../cni/invoke.ts";
+import { DELEGATION_CHAIN_ENV } from "../cni/delegation.ts";
 import { cniArg, type EnvRequest, parseValidAttachments, requestFromEnv, verbOf } from "../cni/request.ts";
 import {
   ALL_VERSIONS,
@@ -216,6 +217,8 @@ async function negotiateVersion(list: NetConfList, options: InvokeOptions): Prom
 /** A request as the daemon works on it: the CNI request from env, and the runtime's configuration. */
 interface ParsedRequest extends EnvRequest {
   config: Record<string, unknown>;
+  /** The caller's chain of plugin types (the shim's, or a plugin's that delegated to the shim). */
+  chain?: string;
 }
 
 function parseWire(body: string): CniWireRequest {
@@ -251,11 +254,18 @@ function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
       );
     }
   }
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new CniError(
+      ErrorCode.DecodingFailure,
+      `request config must be a JSON object, got ${Array.isArray(config) ? "an array" : String(config)}`,
+    );
+  }
   const runtimePath = fromEnv.path;
   return {
     ...fromEnv,
     path: [...runtimePath, ...cniPaths.filter((p) => !runtimePath.includes(p))],
     config,
+    chain: wire.env[DELEGATION_CHAIN_ENV],
   };
 }
 
@@ -268,7 +278,12 @@ function mergeArgs(...sets: [string, string][][]): [string, string][] {
 
 function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
   // The state file holds every network's result (passed back as prevResult): no libcni cache beside it.
-  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env: ctx.pluginEnv ?? {} };
+  // The caller's delegation chain goes on to the plugins: a network whose plugin is galaxy-sdn (or that
+  // delegates to it) would otherwise loop through the socket.
+  const env = { ...ctx.pluginEnv };
+  if (req.chain) env[DELEGATION_CHAIN_ENV] = req.chain;
+  else delete env[DELEGATION_CHAIN_ENV];
+  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env };
 }
 
 /** What the runtime side needs to run one stored network of the request's container. */

@@ -119,7 +119,7 @@ Deno.test("networkStatusEntry: addresses of the pod interface without prefix, it
 // ---------------------------------------------------------------------------------------------------------
 // handleCni with fake plugins (no kernel, no root: netns paths are only strings).
 
-const NETNS = "/var/run/netns/handler-test-does-not-exist";
+const NETNS = "/proc/self/ns/net";
 
 interface Env {
   dir: string;

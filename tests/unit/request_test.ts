@@ -12,7 +12,7 @@ function throwsCni(fn: () => unknown, code: number, text: RegExp): void {
   });
 }
 
-const ADD_ENV = { CNI_CONTAINERID: "ctr1", CNI_NETNS: "/var/run/netns/p", CNI_IFNAME: "eth0" };
+const ADD_ENV = { CNI_CONTAINERID: "ctr1", CNI_NETNS: "/proc/self/ns/net", CNI_IFNAME: "eth0" };
 
 Deno.test("requestFromEnv: one table per verb; a missing variable is code 4 naming it", () => {
   assert.deepEqual(REQUIRED_ENV.DEL, ["CNI_CONTAINERID", "CNI_IFNAME"]);

@@ -4,7 +4,7 @@ import { decodeBase64, encodeBase64 } from "../../cni/wire.ts";
 import { launcherDir } from "../helpers/launchers.ts";
 import { runCommand, type RunResult } from "../helpers/netns.ts";
 
-const NETNS = "/var/run/netns/shim-test-does-not-exist";
+const NETNS = "/proc/self/ns/net";
 
 interface Seen {
   method: string;

@@ -39,7 +39,7 @@ function fakePlugin(opts: FakeOptions = {}): { plugin: Plugin; calls: PluginRequ
 
 const ENV: Record<string, string> = {
   CNI_CONTAINERID: "ctr1",
-  CNI_NETNS: "/var/run/netns/ctr1",
+  CNI_NETNS: "/proc/self/ns/net",
   CNI_IFNAME: "eth0",
   CNI_PATH: "/opt/cni/bin:/usr/lib/cni",
 };
@@ -356,7 +356,7 @@ Deno.test("the plugin receives the request built from env and stdin", async () =
   const req = calls[0];
   assert.equal(req.command, "ADD");
   assert.equal(req.containerId, "ctr1");
-  assert.equal(req.netns, "/var/run/netns/ctr1");
+  assert.equal(req.netns, "/proc/self/ns/net");
   assert.equal(req.ifname, "eth0");
   assert.deepStrictEqual(req.args, [["IgnoreUnknown", "1"], ["K8S_POD_NAME", "web-0"]]);
   assert.deepStrictEqual(req.path, ["/opt/cni/bin", "/usr/lib/cni"]);
