@@ -3,16 +3,40 @@
  * daemon over its unix socket, and prints the daemon's answer in the caller's `cniVersion`. VERSION is answered
  * here. It never imports the Kubernetes client: it is on every pod's start-up path.
  *
- * Config keys: `socketPath` (default {@linkcode DEFAULT_SOCKET_PATH}), `timeoutSeconds` (default 120).
+ * Config keys: `socketPath` (default {@linkcode DEFAULT_SOCKET_PATH}), `timeoutSeconds` (default 120),
+ * `readyWaitSeconds` (how long ADD waits for a daemon that is not ready, default 2: then code 11 and the runtime
+ * retries), `stateDir` (the daemon's `--state-dir`, default {@linkcode DEFAULT_STATE_DIR}: where a DEL the
+ * daemon cannot take is queued, see `del_queue.ts`).
  * @module
  */
+import { queueDel } from "./del_queue.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "./skel.ts";
 import { CniError, ErrorCode, isCniErrorObject, parseResult, type Result } from "./version.ts";
 import { DEFAULT_SOCKET_PATH, encodeBase64, requestDaemon } from "./wire.ts";
 
 const DEFAULT_TIMEOUT_SECONDS = 120;
-/** How long ADD waits for the daemon to become ready before asking the runtime to retry. */
-const READY_WAIT_MS = 10_000;
+/** How long ADD waits for the daemon to become ready before asking the runtime to retry (code 11). */
+const DEFAULT_READY_WAIT_SECONDS = 2;
+/** The daemon's default `--state-dir`, where DELs are queued during an outage. */
+export const DEFAULT_STATE_DIR = "/var/lib/cni/galaxy";
+
+function positiveSeconds(req: PluginRequest, key: string, fallback: number): number {
+  const t = req.config[key];
+  if (t === undefined) return fallback * 1000;
+  if (typeof t !== "number" || !(t > 0)) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, `${key} must be a positive number`);
+  }
+  return t * 1000;
+}
+
+function stateDirOf(req: PluginRequest): string {
+  const dir = req.config.stateDir;
+  if (dir === undefined) return DEFAULT_STATE_DIR;
+  if (typeof dir !== "string" || !dir.startsWith("/")) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, "stateDir must be an absolute path");
+  }
+  return dir;
+}
 
 function socketOf(req: PluginRequest): string {
   const path = req.config.socketPath;
@@ -24,12 +48,7 @@ function socketOf(req: PluginRequest): string {
 }
 
 function timeoutOf(req: PluginRequest): number {
-  const t = req.config.timeoutSeconds;
-  if (t === undefined) return DEFAULT_TIMEOUT_SECONDS * 1000;
-  if (typeof t !== "number" || !(t > 0)) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, "timeoutSeconds must be a positive number");
-  }
-  return t * 1000;
+  return positiveSeconds(req, "timeoutSeconds", DEFAULT_TIMEOUT_SECONDS);
 }
 
 function unreachable(socket: string, verb: string, err: unknown): CniError {
@@ -63,13 +82,31 @@ async function waitReady(socket: string, deadline: number): Promise<void> {
 async function relay(req: PluginRequest): Promise<string> {
   const socket = socketOf(req);
   const timeoutMs = timeoutOf(req);
-  if (req.command === "ADD") await waitReady(socket, Date.now() + Math.min(READY_WAIT_MS, timeoutMs));
+  const readyWaitMs = positiveSeconds(req, "readyWaitSeconds", DEFAULT_READY_WAIT_SECONDS);
+  const stateDir = stateDirOf(req);
+  if (req.command === "ADD") await waitReady(socket, Date.now() + Math.min(readyWaitMs, timeoutMs));
   const body = JSON.stringify({ env: req.env, config: encodeBase64(req.stdin) });
   let reply;
   try {
     reply = await requestDaemon(socket, "/cni", { method: "POST", body, timeoutMs });
   } catch (e) {
-    if (e instanceof DOMException && e.name === "TimeoutError") {
+    const timedOut = e instanceof DOMException && e.name === "TimeoutError";
+    if (req.command === "DEL" && !timedOut) {
+      // The daemon is down: the DEL is queued for its start, and the runtime may go on deleting the pod.
+      try {
+        const path = await queueDel(stateDir, req.containerId, body);
+        console.error(`galaxy-sdn: daemon unreachable (${(e as Error).message}); DEL queued in ${path}`);
+        return "";
+      } catch (qe) {
+        throw new CniError(
+          ErrorCode.TryAgainLater,
+          `cannot reach the galaxy daemon at ${socket} for DEL (${(e as Error).message}) nor queue it: ${
+            (qe as Error).message
+          }`,
+        );
+      }
+    }
+    if (timedOut) {
       throw new CniError(
         ErrorCode.Timeout,
         `galaxy daemon did not answer ${req.command} within ${timeoutMs} ms`,

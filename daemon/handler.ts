@@ -47,6 +47,8 @@ const CniWireRequestSchema = z.object({
   config: z.string().optional(),
 });
 import type { GalaxyConfig } from "./config.ts";
+import { refuseHeldAddresses } from "./address_holders.ts";
+import { checkPodName } from "./k8s_names.ts";
 import { findNetworkInConfDir, type PodLike, resolveNetworks } from "./networks.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 import { firstIPv4, type PortMapper } from "./portmap.ts";
@@ -440,6 +442,7 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
       `CNI_ARGS: missing ${!namespace ? "K8S_POD_NAMESPACE" : "K8S_POD_NAME"}`,
     );
   }
+  checkPodName(namespace, name);
   const uid = cniArg(req.args, "K8S_POD_UID");
   const pod = await ctx.pods.getPod(namespace, name, { uid });
   if (uid && pod.metadata?.uid && pod.metadata.uid !== uid) {
@@ -477,6 +480,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
   });
   const options = invokeOptions(ctx, req);
   const capabilityArgs = (req.config.runtimeConfig ?? {}) as Record<string, unknown>;
+  await refuseHeldAddresses(ctx.stateDir, req.containerId, resolved);
 
   // Leftovers of an ADD that never finished (daemon crash, runtime retry without DEL) are removed first.
   const leftover = await readLeftover(ctx, req.containerId);

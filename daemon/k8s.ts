@@ -8,6 +8,7 @@ import process from "node:process";
 import type { CoreV1Api, KubeConfig, V1Pod } from "@kubernetes/client-node";
 import { CniError, ErrorCode } from "../cni/spec.ts";
 import type { HandlerLog, PodSource } from "./handler.ts";
+import { checkPodName } from "./k8s_names.ts";
 import { NETWORK_STATUS_ANNOTATION } from "./handler.ts";
 
 /** How to reach the apiserver: Galaxy's `--master` and `--kubeconfig`. */
@@ -155,6 +156,7 @@ export class KubePodSource implements PodSource {
 
   /** The pod from the cache, else from the apiserver, waiting up to 5 s while it is not found. */
   async getPod(namespace: string, name: string, options: { uid?: string } = {}): Promise<V1Pod> {
+    checkPodName(namespace, name);
     const cached = this.#pods.get(`${namespace}/${name}`);
     if (cached && (!options.uid || cached.metadata?.uid === options.uid)) return cached;
     const deadline = Date.now() + this.notFoundWaitMs;
@@ -196,6 +198,7 @@ export class KubePodSource implements PodSource {
 
   /** Merge-patches one annotation (no resourceVersion, so nothing else is clobbered), retrying conflicts and server errors. */
   async setAnnotation(namespace: string, name: string, key: string, value: string): Promise<void> {
+    checkPodName(namespace, name);
     const body = { metadata: { annotations: { [key]: value } } };
     const options = this.#k8s.setHeaderOptions("Content-Type", this.#k8s.PatchStrategy.MergePatch);
     for (let attempt = 1;; attempt++) {

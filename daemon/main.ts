@@ -28,6 +28,7 @@ import { KernelKeeper } from "./kernel.ts";
 import { isStandalone, KubePodSource } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
 import { CniMetrics, Counters, describeExchange, serveMetrics } from "./metrics.ts";
+import { runQueuedDels } from "./queued_dels.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 import { Iptables } from "../netops/iptables.ts";
@@ -132,6 +133,10 @@ export async function main(args: string[]): Promise<number> {
   let stopping = false;
   ctx.shuttingDown = () => stopping;
   const metrics = new CniMetrics();
+  // DELs queued by shims during the outage run before the socket exists (an ADD meanwhile gets code 11 and
+  // is retried), then once more for those queued while this one ran; /readyz waits for both.
+  await runQueued(ctx, log);
+  let drainingQueue = true;
   const server = startServer({
     cni: async (body) => {
       const started = performance.now();
@@ -140,8 +145,11 @@ export async function main(args: string[]): Promise<number> {
       metrics.observe(verb, code, (performance.now() - started) / 1000);
       return reply;
     },
-    notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
+    notReadyReason: () =>
+      (drainingQueue ? "running queued DELs" : undefined) ?? pods?.notReadyReason() ??
+        portmap?.notReadyReason(),
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
+  runQueued(ctx, log).finally(() => drainingQueue = false);
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress
     ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), { load: () => server.load(), counters })
@@ -229,4 +237,14 @@ function startUpkeep(
       started?.cri.close();
     },
   };
+}
+
+/** Runs the queued DELs, logging what stays; never throws. */
+async function runQueued(ctx: HandlerContext, log: { info(m: string): void; warn(m: string): void }) {
+  try {
+    const { done, kept } = await runQueuedDels(ctx);
+    if (done.length || kept.length) log.info(`queued DELs: ${done.length} done, ${kept.length} kept`);
+  } catch (e) {
+    log.warn(`queued DELs: ${(e as Error).message}`);
+  }
 }

@@ -299,6 +299,17 @@ function scanObject(s: string, i: number): { members: Member[]; end: number } {
   }
 }
 
+/** CNI_ARGS keys that the runtime or galaxy set; the pod's annotation may not. */
+const RESERVED_ARG_KEYS = [
+  "IgnoreUnknown",
+  "K8S_POD_NAMESPACE",
+  "K8S_POD_NAME",
+  "K8S_POD_UID",
+  "K8S_POD_INFRA_CONTAINER_ID",
+];
+/** The most the annotation's `common` may add to CNI_ARGS (an environment variable of every plugin). */
+const MAX_ARGS_BYTES = 16 * 1024;
+
 /**
  * The extra CNI_ARGS of galaxy-ipam's `k8s.v1.cni.galaxy.io/args` annotation: each key of its `common` object
  * with the value's raw JSON text, byte for byte as written. A missing annotation gives none. Invalid JSON, or
@@ -331,7 +342,18 @@ export function parseGalaxyArgs(value: string | undefined): [string, string][] {
     throw fail(`cannot read the text of "common": ${(e as Error).message}`);
   }
   const args: [string, string][] = [];
+  let size = 0;
   for (const [key, text] of raw) {
+    // Keys the runtime and galaxy set are not the pod's to change: `IgnoreUnknown=0` from the annotation made
+    // host-local refuse the args in ADD and in every DEL after it.
+    if (RESERVED_ARG_KEYS.some((k) => goKeyFold(k) === goKeyFold(key))) {
+      throw fail(`key "${key}" of "common" is set by the runtime or galaxy, not by the pod`);
+    }
+    size += key.length + text.length + 2;
+    if (size > MAX_ARGS_BYTES) {
+      // Every plugin gets CNI_ARGS in its environment: beyond this, exec fails (E2BIG) in ADD and in DEL.
+      throw fail(`"common" is larger than ${MAX_ARGS_BYTES} bytes`);
+    }
     if (key === "" || /[;=]/.test(key)) {
       throw fail(`key ${show(key)} of "common" cannot be a CNI_ARGS key (empty, or holds ';' or '=')`);
     }

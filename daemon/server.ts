@@ -20,6 +20,87 @@ export interface ServerOptions {
   maxConcurrent: number;
   /** Requests beyond this many waiting get code 11 at once instead of queueing. */
   maxQueued?: number;
+  /** The largest request body accepted (default {@linkcode MAX_BODY_BYTES}); a larger one gets 413. */
+  maxBodyBytes?: number;
+  /** A request body not complete within this long gets 408 (default {@linkcode BODY_TIMEOUT_MS}). */
+  bodyTimeoutMs?: number;
+}
+
+/** The largest request body: the shim's are a few KiB; a 128 MiB one took the daemon from 375 to 918 MB. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+/** How long a request body may take to arrive: a client that stops half-way is dropped. */
+export const BODY_TIMEOUT_MS = 30_000;
+
+/** A request body that is too large, too slow, or broken. */
+class BodyError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Reads a request body of at most `limit` bytes within `timeoutMs`, without ever buffering more than the limit:
+ * the declared length is checked first, then the bytes as they come.
+ */
+async function readBody(req: Request, limit: number, timeoutMs: number): Promise<string> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > limit) throw new BodyError(413, `request body of ${declared} bytes exceeds ${limit}`);
+  if (!req.body) return "";
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new BodyError(408, `request body not complete within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  try {
+    while (true) {
+      const { done, value } = await Promise.race([reader.read(), timeout]);
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) throw new BodyError(413, `request body exceeds ${limit} bytes`);
+      chunks.push(value);
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    if (e instanceof BodyError) throw e;
+    throw new BodyError(400, `request body: ${(e as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/**
+ * Binds the socket inside a fresh 0700 folder beside `path`, gives it mode 0600 and only then renames it into
+ * place: at no moment is there a socket at `path` that others may connect to, whatever the umask.
+ */
+function serveOnPrivateSocket(
+  path: string,
+  handler: (req: Request) => Promise<Response>,
+  onError: (e: unknown) => Response,
+): Deno.HttpServer {
+  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+  const privateDir = Deno.makeTempDirSync({ dir, prefix: ".galaxy-sock-" });
+  Deno.chmodSync(privateDir, 0o700);
+  const staged = `${privateDir}/s`;
+  try {
+    const server = Deno.serve({ path: staged, onListen: () => {}, onError }, handler);
+    Deno.chmodSync(staged, 0o600);
+    Deno.renameSync(staged, path);
+    return server;
+  } finally {
+    Deno.removeSync(privateDir, { recursive: true });
+  }
 }
 
 /** A running server. */
@@ -95,7 +176,17 @@ export function startServer(handlers: ServerHandlers, options: ServerOptions): R
     }
     if (url.pathname !== "/cni") return new Response("not found\n", { status: 404 });
     if (req.method !== "POST") return new Response("use POST\n", { status: 405 });
-    const body = await req.text();
+    let body: string;
+    try {
+      body = await readBody(
+        req,
+        options.maxBodyBytes ?? MAX_BODY_BYTES,
+        options.bodyTimeoutMs ?? BODY_TIMEOUT_MS,
+      );
+    } catch (e) {
+      const err = e as BodyError;
+      return json(err.status ?? 400, { cniVersion: "1.1.0", code: 6, msg: `galaxy daemon: ${err.message}` });
+    }
     if (slots.active >= options.maxConcurrent && slots.queued >= maxQueued) {
       return json(503, {
         cniVersion: "1.1.0",
@@ -115,12 +206,11 @@ export function startServer(handlers: ServerHandlers, options: ServerOptions): R
     }
   }
 
-  const server = Deno.serve({
-    path: options.socketPath,
-    onListen: () => Deno.chmodSync(options.socketPath, 0o600),
-    onError: (e) =>
-      json(500, { cniVersion: "1.1.0", code: 100, msg: `galaxy daemon: ${(e as Error).message}` }),
-  }, route);
+  const server = serveOnPrivateSocket(
+    options.socketPath,
+    route,
+    (e) => json(500, { cniVersion: "1.1.0", code: 100, msg: `galaxy daemon: ${(e as Error).message}` }),
+  );
 
   return {
     finished: server.finished,

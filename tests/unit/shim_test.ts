@@ -104,18 +104,22 @@ Deno.test("shim: VERSION is answered without a daemon", async () => {
   });
 });
 
-Deno.test("shim: without a daemon, ADD gives code 11 after a bounded wait, DEL/CHECK/GC 11, STATUS 50", async () => {
+Deno.test("shim: without a daemon, ADD gives code 11 within the ready wait (default 2 s), CHECK/GC 11, STATUS 50", async () => {
   await withNoDaemon(async (socket) => {
     const started = Date.now();
-    const add = failure(await shim("ADD", conf(socket, "1.1.0", { timeoutSeconds: 2 })));
+    const add = failure(await shim("ADD", conf(socket, "1.1.0")));
     const took = Date.now() - started;
     assert.equal(add.code, 11, add.msg);
     assert.match(add.msg, /not ready/);
     assert.ok(add.msg.includes(socket), add.msg);
     assert.ok(took >= 1500, `ADD gave up after ${took} ms without waiting for the daemon`);
-    assert.ok(took < 12_000, `ADD took ${took} ms with timeoutSeconds 2`);
+    assert.ok(took < 4_000, `ADD took ${took} ms with the default ready wait of 2 s`);
+    const t1 = Date.now();
+    const quick = failure(await shim("ADD", conf(socket, "1.1.0", { readyWaitSeconds: 0.3 })));
+    assert.equal(quick.code, 11, quick.msg);
+    assert.ok(Date.now() - t1 < 1500, `readyWaitSeconds 0.3 took ${Date.now() - t1} ms`);
 
-    for (const verb of ["DEL", "CHECK", "GC"]) {
+    for (const verb of ["CHECK", "GC"]) {
       const t0 = Date.now();
       const err = failure(await shim(verb, conf(socket, "1.1.0", { "cni.dev/valid-attachments": [] })));
       assert.equal(err.code, 11, `${verb}: ${err.msg}`);
@@ -125,6 +129,25 @@ Deno.test("shim: without a daemon, ADD gives code 11 after a bounded wait, DEL/C
     const status = failure(await shim("STATUS", conf(socket)));
     assert.equal(status.code, 50, status.msg);
     assert.ok(status.msg.includes(socket), status.msg);
+  });
+});
+
+Deno.test("shim: DEL during a daemon outage succeeds and is queued (the wire body, 0600) under stateDir", async () => {
+  await withNoDaemon(async (socket) => {
+    const stateDir = `${socket.slice(0, socket.lastIndexOf("/"))}/state`;
+    const stdin = conf(socket, "1.1.0", { stateDir });
+    const r = await shim("DEL", stdin);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.stdout, "");
+    const path = `${stateDir}/del-queue/ctr-shim`;
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    const body = JSON.parse(await Deno.readTextFile(path));
+    assert.equal(body.env.CNI_COMMAND, "DEL");
+    assert.equal(body.env.CNI_CONTAINERID, "ctr-shim");
+    assert.deepEqual(decodeBase64(body.config), new TextEncoder().encode(stdin));
+    // A relative stateDir is refused (code 7), and the DEL is then not reported done.
+    const bad = failure(await shim("DEL", conf(socket, "1.1.0", { stateDir: "rel" })));
+    assert.equal(bad.code, 7, bad.msg);
   });
 });
 

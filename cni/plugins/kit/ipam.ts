@@ -78,8 +78,20 @@ export interface Allocation {
   release(): Promise<void>;
 }
 
-/** Parses `ipinfos` from CNI_ARGS; `undefined` when absent or empty, a CniError (code 7) when malformed. */
-export function parseIpInfos(req: Pick<PluginRequest, "args">): IpInfo[] | undefined {
+/**
+ * The plugin types of overlay networks: their addresses come from IPAM only, never from `ipinfos`. Anyone who
+ * may create a pod may set the annotation that becomes `ipinfos`; honoured by an overlay plugin it took another
+ * pod's address (Go Galaxy's galaxy-veth ignores it too). The underlay, ENI and SR-IOV plugins, for which
+ * galaxy-ipam hands out addresses, honour it.
+ */
+export const OVERLAY_PLUGIN_TYPES: readonly string[] = ["galaxy-veth", "galaxy-flannel"];
+
+/**
+ * Parses `ipinfos` from CNI_ARGS; `undefined` when absent or empty, or when the configuration's type is an
+ * overlay plugin ({@linkcode OVERLAY_PLUGIN_TYPES}); a CniError (code 7) when malformed.
+ */
+export function parseIpInfos(req: Pick<PluginRequest, "args" | "config">): IpInfo[] | undefined {
+  if (OVERLAY_PLUGIN_TYPES.includes(req.config.type)) return undefined;
   const raw = cniArg(req.args, "ipinfos")?.trim();
   if (!raw) return undefined;
   let parsed: unknown;
