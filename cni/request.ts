@@ -78,6 +78,8 @@ export interface EnvRequest {
 /** Parses `CNI_ARGS` (`K=V;K2=V2`), rejecting a pair without `=` with code 4. */
 export function parseCniArgs(raw: string | undefined): [string, string][] {
   if (!raw) return [];
+  // No plugin could be started with it (an environment cannot carry NUL): refused here, not half-way.
+  if (raw.includes("\0")) throw new CniError(ErrorCode.InvalidEnvironment, "CNI_ARGS contains a NUL byte");
   const pairs: [string, string][] = [];
   for (const part of raw.split(";")) {
     if (part === "") continue;
@@ -145,6 +147,9 @@ export function requestFromEnv(
   if (required.includes("CNI_IFNAME")) {
     const problem = ifnameProblem(ifname);
     if (problem) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME ${problem}`);
+  }
+  if ((env.CNI_PATH ?? "").includes("\0")) {
+    throw new CniError(ErrorCode.InvalidEnvironment, "CNI_PATH contains a NUL byte");
   }
   return {
     command: verb,

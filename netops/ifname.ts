@@ -9,7 +9,8 @@
 /** The longest interface name Linux accepts (IFNAMSIZ - 1), in bytes. */
 export const IFNAME_MAX = 15;
 
-const FORBIDDEN = /[\s"'\\#/:%]/;
+// deno-lint-ignore no-control-regex -- control characters (NUL above all: no exec can carry it) are the point
+const FORBIDDEN = /[\s"'\\#/:%\x00-\x1f\x7f]/;
 
 /** Why `name` is not a valid interface name (a phrase after the name's subject), or `undefined` when it is. */
 export function ifnameProblem(name: string): string | undefined {

@@ -16,13 +16,13 @@ import { parseIpInfos } from "../../cni/plugins/kit/ipam.ts";
 import { requestFromEnv } from "../../cni/request.ts";
 import { CniError } from "../../cni/spec.ts";
 import { encodeBase64, requestDaemon } from "../../cni/wire.ts";
-import { parseGalaxyConfig } from "../../daemon/config.ts";
-import { handleCni, type HandlerContext, type PodSource } from "../../daemon/handler.ts";
+import { handleCni, type PodSource } from "../../daemon/handler.ts";
 import { parseGalaxyArgs } from "../../daemon/networks.ts";
 import { runQueuedDels } from "../../daemon/queued_dels.ts";
 import { startServer } from "../../daemon/server.ts";
 import { readState, writeState } from "../../daemon/state.ts";
 import { launcherDir, REPO_ROOT } from "../helpers/launchers.ts";
+import { withShellHandler } from "../helpers/shell_plugin.ts";
 import { runCommand } from "../helpers/netns.ts";
 
 function code(fn: () => unknown): number {
@@ -162,60 +162,6 @@ Deno.test("pod annotation: ipinfos ignored by overlay plugins; IgnoreUnknown, K8
 
 // ---------------------------------------------------------------------------------------------------------
 // The handler with a shell plugin: ADD makes `<held>/<cid>-<ifname>`, DEL removes it.
-
-/** A fast fake plugin (sh, no Deno start): every effect is a file, so "nothing left" can be read back. */
-export async function writeShellPlugin(bin: string, held: string): Promise<void> {
-  await Deno.mkdir(bin, { recursive: true });
-  await Deno.mkdir(held, { recursive: true });
-  await Deno.writeTextFile(
-    `${bin}/shplug`,
-    `#!/bin/sh
-conf=$(cat)
-case "$CNI_COMMAND" in
-VERSION) echo '{"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}' ;;
-ADD) : > '${held}'/"$CNI_CONTAINERID-$CNI_IFNAME"
-  addr=$(printf '%s' "$conf" | sed -n 's/.*"addr":"\\([^"]*\\)".*/\\1/p')
-  printf '{"cniVersion":"1.1.0","ips":[{"address":"%s"}]}\\n' "\${addr:-198.18.9.9/24}" ;;
-DEL) rm -f '${held}'/"$CNI_CONTAINERID-$CNI_IFNAME" ;;
-esac
-`,
-    { mode: 0o755 },
-  );
-}
-
-/** A handler context over the shell plugin, in a temp folder. */
-export async function withShellHandler(
-  networks: { name: string; type?: string; addr?: string }[],
-  fn: (ctx: HandlerContext, dir: string) => Promise<void>,
-  pods?: PodSource,
-): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "galaxy-faults-" });
-  try {
-    await writeShellPlugin(`${dir}/bin`, `${dir}/held`);
-    const galaxyJson = {
-      NetworkConf: networks.map((n) => ({
-        name: n.name,
-        type: n.type ?? "shplug",
-        addr: n.addr,
-        cniVersion: "1.1.0",
-      })),
-      DefaultNetworks: [networks[0].name],
-    };
-    const ctx: HandlerContext = {
-      config: parseGalaxyConfig(JSON.stringify(galaxyJson), "galaxy.json"),
-      confDir: `${dir}/net.d`,
-      cniPaths: [`${dir}/bin`],
-      stateDir: `${dir}/state`,
-      pods,
-      log: { info: () => {}, warn: () => {}, v: () => {} },
-      pluginEnv: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
-      pluginTimeoutMs: 10_000,
-    };
-    await fn(ctx, dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 function wire(
   command: string,
