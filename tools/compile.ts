@@ -68,10 +68,13 @@ export function vendoredPackages(denoJson: { imports?: Record<string, string> })
 export function vendorEntry(name: string, exportNames: string[]): string {
   const spec = JSON.stringify(name);
   if (!exportNames.includes("module.exports")) {
-    return `export * from ${spec};\n` + (exportNames.includes("default") ? `export { default } from ${spec};\n` : "");
+    return `export * from ${spec};\n` +
+      (exportNames.includes("default") ? `export { default } from ${spec};\n` : "");
   }
   const names = exportNames.filter((n) => n !== "default" && /^[A-Za-z_$][\w$]*$/.test(n));
-  return `import * as m from ${spec};\nexport const { ${names.join(", ")} } = m;\nexport default m.default;\n`;
+  return `import * as m from ${spec};\nexport const { ${
+    names.join(", ")
+  } } = m;\nexport default m.default;\n`;
 }
 
 /** The `deno bundle` arguments: one entry per npm package, shared code in chunks, minified. */
@@ -138,7 +141,9 @@ async function copyTree(from: string, to: string): Promise<void> {
 
 /** The text of `cli/build_info.ts` in the staged copy. */
 export function buildInfoText(commit: string | null, time: Date): string {
-  return `/** Stamped by deno task compile. */\nexport const GALAXY_VERSION = ${JSON.stringify(GALAXY_VERSION)};\n` +
+  return `/** Stamped by deno task compile. */\nexport const GALAXY_VERSION = ${
+    JSON.stringify(GALAXY_VERSION)
+  };\n` +
     `/** The git commit the executable was built from. */\n` +
     `export const BUILD_COMMIT: string | null = ${JSON.stringify(commit)};\n` +
     `/** When the executable was built. */\n` +
@@ -211,7 +216,8 @@ export function compilerDeno(): string {
 }
 
 async function run(args: string[], env: Record<string, string> = {}): Promise<void> {
-  const r = await new Deno.Command(compilerDeno(), { args, env, stdout: "inherit", stderr: "piped" }).output();
+  const r = await new Deno.Command(compilerDeno(), { args, env, stdout: "inherit", stderr: "piped" })
+    .output();
   if (!r.success) {
     throw new Error(`deno ${args[0]} failed:\n${new TextDecoder().decode(r.stderr).trim()}`);
   }
