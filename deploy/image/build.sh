@@ -41,11 +41,13 @@ done
 command -v mmdebstrap >/dev/null || { echo "build.sh: mmdebstrap is not installed (apt-get install mmdebstrap)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "build.sh: needs root (mmdebstrap's root mode)" >&2; exit 1; }
 
-packages=iproute2,iptables,ipset,iputils-arping,util-linux,containernetworking-plugins
-# Debian's plugins except these two go; docs and friends are never unpacked.
+# usr-is-merged: otherwise apt satisfies init-system-helpers with usrmerge, which brings perl.
+packages=usr-is-merged,iproute2,iptables,ipset,iputils-arping,util-linux,containernetworking-plugins
+# Debian's plugins except these two go, and so do docs and friends (removed after installing: dpkg's
+# path-exclude trips over packages unpacked into the excluded folders).
 keep_plugins="host-local loopback"
-excludes=(/usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* /usr/share/lintian/*
-  /usr/share/bash-completion/* /usr/share/zsh/*)
+excludes=(usr/share/doc usr/share/man usr/share/info usr/share/locale usr/share/lintian usr/share/bash-completion
+  usr/share/zsh var/cache var/log var/lib/apt/lists)
 # Everything the root filesystem depends on, so the cache key changes whenever it would.
 recipe="v1 suite=$suite mirror=$mirror packages=$packages keep=$keep_plugins excludes=${excludes[*]}"
 key=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
@@ -56,14 +58,12 @@ if [ ! -s "$rootfs" ]; then
   echo "build.sh: building the Debian root filesystem ($suite from $mirror; cached as $rootfs)" >&2
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  dpkgopts=()
-  for e in "${excludes[@]}"; do dpkgopts+=(--dpkgopt="path-exclude=$e"); done
   # SOURCE_DATE_EPOCH: the same inputs give the same bytes. The mount namespace keeps mmdebstrap's mounts
   # (proc, sys, dev in the chroot) off the host's.
   SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0} unshare --mount --propagation private \
-    mmdebstrap --quiet --mode=root --variant=essential --format=tar --include="$packages" "${dpkgopts[@]}" \
+    mmdebstrap ${GALAXY_IMAGE_VERBOSE:---quiet} --mode=root --variant=essential --format=tar --include="$packages" \
     --customize-hook="find \"\$1/usr/lib/cni\" -mindepth 1 -maxdepth 1 $(printf '! -name %s ' $keep_plugins) -delete" \
-    --customize-hook='rm -rf "$1"/var/cache/* "$1"/var/log/* "$1"/var/lib/apt/lists/*' \
+    --customize-hook="cd \"\$1\" && for d in ${excludes[*]}; do rm -rf \"\$d\" && mkdir -p \"\$d\"; done" \
     "$suite" "$work/rootfs.tar" \
     "deb $mirror $suite main" "deb $mirror $suite-updates main" \
     "deb ${mirror%/debian}/debian-security $suite-security main" </dev/null
@@ -72,5 +72,7 @@ if [ ! -s "$rootfs" ]; then
 fi
 
 mkdir -p "$(dirname "$output")"
-exec deno run --quiet --allow-all "$REPO/tools/oci_archive.ts" --rootfs "$rootfs" --binary "$binary" \
+# The pinned deno of the checkout when none is on PATH.
+deno=$(command -v deno || echo "$REPO/node_modules/.bin/deno")
+exec "$deno" run --quiet --allow-all "$REPO/tools/oci_archive.ts" --rootfs "$rootfs" --binary "$binary" \
   --name "$name" --output "$output"
