@@ -12,6 +12,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source_status=${1:-0}
 toolchain=../shared/tools/compile-toolchain.sh
+# Under npm or deno task, deno is on PATH; run by hand, the checkout's pinned one.
+command -v deno >/dev/null || PATH=$PWD/node_modules/.bin:$PATH
 
 if [ -z "${GALAXY_BINARY:-}" ]; then
   if [ -z "${DENO_COMPILE_CLI:-}" ]; then
