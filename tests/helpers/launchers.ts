@@ -31,6 +31,28 @@ export function compiledBinary(): string | undefined {
   return Deno.realPathSync(path);
 }
 
+/** The Deno version the compiled executable runs on (from its `--version`), or `undefined` from source. */
+export function compiledDenoVersion(): string | undefined {
+  const binary = compiledBinary();
+  if (binary === undefined) return undefined;
+  const out = new Deno.Command(binary, { args: ["--version"], stdout: "piped", stderr: "null" }).outputSync();
+  return /deno (\d+\.\d+\.\d+)/.exec(new TextDecoder().decode(out.stdout))?.[1];
+}
+
+/**
+ * Why the executable under test cannot be a gRPC client of a runtime on a unix socket, or `undefined`. Deno
+ * 2.7's node:http2 client never completes the connection (grpc-js: "Deadline exceeded"); 2.9 does. The compile
+ * toolchain of machines without Deno's release server is 2.7.11, so executables built there lack the CRI client.
+ */
+export function grpcSkipReason(): string | undefined {
+  const version = compiledDenoVersion();
+  if (version === undefined) return undefined;
+  const [major, minor] = version.split(".").map(Number);
+  if (major > 2 || (major === 2 && minor >= 9)) return undefined;
+  return `the executable runs on Deno ${version}, whose node:http2 client cannot reach a gRPC server on a ` +
+    "unix socket (the CRI client needs the pinned Deno 2.9)";
+}
+
 async function linkBinary(dir: string, binary: string): Promise<void> {
   for (const name of EXECUTABLE_NAMES) await Deno.symlink(binary, `${dir}/${name}`);
 }
