@@ -23,6 +23,8 @@ const SUBCOMMANDS: Record<string, () => Promise<{ main: Main }>> = {
   install: () => import("./cli/install.ts"),
   healthcheck: () => import("./cli/healthcheck.ts"),
   demo: () => import("./cli/demo.ts"),
+  plan: () => import("./cli/plan.ts"),
+  audit: () => import("./cli/audit.ts"),
   help: () => import("./cli/usage.ts"),
 };
 

@@ -13,6 +13,8 @@ Subcommands:
   install      put the executable, its plugin names and the CNI config in place (--uninstall reverses it)
   healthcheck  ask the daemon whether it is ready (exit 0/1), for probes
   demo         build two pods in throwaway namespaces and show that they talk
+  plan         show what an ADD of NAMESPACE/POD would do, without doing it (exit 0/1)
+  audit        cross-check state files, sandboxes, reservations and kernel objects (--fix releases orphans)
   help         print this text
 
 Run under one of these names (a link to this executable), it is a CNI plugin:

@@ -16,6 +16,7 @@ import {
   gcNetworkList,
   getVersionInfo,
   type InvokeOptions,
+  type PluginExec,
   type RuntimeConf,
   statusNetworkList,
 } from "../cni/invoke.ts";
@@ -44,6 +45,7 @@ import type { GalaxyConfig } from "./config.ts";
 import { findNetworkInConfDir, type PodLike, resolveNetworks } from "./networks.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 import { firstIPv4, type PortMapper } from "./portmap.ts";
+import { describeFailure, type FailureReporter } from "./failure.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
 export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
@@ -100,6 +102,15 @@ export interface HandlerContext {
   shuttingDown?: () => boolean;
   /** `--gc-grace-period`: GC leaves alone state younger than this (default {@linkcode GC_GRACE_MS}). */
   gcGraceMs?: number;
+  /** Receives every plugin process's duration (`galaxy_cni_plugin_duration_seconds`). */
+  pluginMetrics?: {
+    observePlugin(
+      labels: { network: string; plugin: string; verb: string; code: number },
+      seconds: number,
+    ): void;
+  };
+  /** Writes failed ADDs to their pods (Event and annotation) and clears them after a success. */
+  failures?: FailureReporter;
 }
 
 /** The reply to the shim. */
@@ -216,6 +227,8 @@ interface ParsedRequest {
   args: [string, string][];
   path: string[];
   config: Record<string, unknown>;
+  /** The plugin processes this request ran, in order (for the failure report). */
+  execs?: PluginExec[];
 }
 
 const REQUIRED: Record<ParsedRequest["command"], string[]> = {
@@ -304,7 +317,11 @@ function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(ctx.pluginEnv ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
   // The state file holds every network's result (passed back as prevResult): no libcni cache beside it.
-  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env };
+  const onPluginExec = (exec: PluginExec) => {
+    req.execs?.push(exec);
+    ctx.pluginMetrics?.observePlugin(exec, exec.seconds);
+  };
+  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env, onPluginExec };
 }
 
 /** What the runtime side needs to run one stored network of the request's container. */
@@ -565,6 +582,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
         `pod ${namespace}/${name}: cannot write ${NETWORK_STATUS_ANNOTATION}: ${(e as Error).message}`,
       );
     }
+    ctx.failures?.clear({ namespace, name, annotations: pod.metadata?.annotations });
   }
   return { status: 200, body: JSON.stringify(merged) };
 }
@@ -731,6 +749,18 @@ export async function releaseFromState(ctx: HandlerContext, containerId: string)
   return true;
 }
 
+/** Puts a failed ADD on its pod (Event and annotation), off the request path; a pod-less ADD has none. */
+function reportAddFailure(ctx: HandlerContext, req: ParsedRequest, err: CniError, seconds: number): void {
+  const namespace = argValue(req.args, "K8S_POD_NAMESPACE");
+  const name = argValue(req.args, "K8S_POD_NAME");
+  if (!ctx.failures || !ctx.pods || !namespace || !name) return;
+  // Refused because the daemon is stopping: the runtime retries elsewhere in time, nothing is wrong with the pod.
+  if (err.code === ErrorCode.TryAgainLater && ctx.shuttingDown?.()) return;
+  const failure = describeFailure(err, req.execs ?? [], { containerId: req.containerId, seconds });
+  const uid = argValue(req.args, "K8S_POD_UID");
+  void ctx.failures.report({ namespace, name, uid }, failure);
+}
+
 function errorReply(err: CniError, status: number): HandlerReply {
   return { status, body: JSON.stringify(err.toJSON()) };
 }
@@ -748,7 +778,13 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
     let reply: HandlerReply;
     switch (req.command) {
       case "ADD":
-        reply = await withContainerLock(req.containerId, () => cmdAdd(ctx, req));
+        req.execs = [];
+        try {
+          reply = await withContainerLock(req.containerId, () => cmdAdd(ctx, req));
+        } catch (e) {
+          reportAddFailure(ctx, req, asCniError(e), (performance.now() - started) / 1000);
+          throw e;
+        }
         break;
       case "DEL":
         reply = await withContainerLock(req.containerId, () => cmdDel(ctx, req));
