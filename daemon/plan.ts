@@ -14,7 +14,13 @@ import { DEFAULT_LOCK_DIR, listAttachments } from "../cni/plugins/sriov_state.ts
 import { parseVlanConf, resolveUplink } from "../cni/plugins/underlay.ts";
 import { listLinks } from "../netops/ip.ts";
 import { readSriovCounts } from "../netops/sriov.ts";
-import { NETWORKS_ANNOTATION, parseNetworksAnnotation, type PodLike, resolveNetworks } from "./networks.ts";
+import {
+  findNetworkInConfDir,
+  NETWORKS_ANNOTATION,
+  parseNetworksAnnotation,
+  type PodLike,
+  resolveNetworks,
+} from "./networks.ts";
 import type { GalaxyConfig } from "./config.ts";
 import { mergePorts, specPorts } from "./portmap_rules.ts";
 import { listStates, readState } from "./state.ts";
@@ -320,12 +326,11 @@ export async function planPod(
   }
   if (pod.metadata?.uid) plan.pod.uid = pod.metadata.uid;
   plan.networksFrom = networksFrom(pod, ctx.config);
-  const skipped: string[] = [];
   let resolved;
   try {
     resolved = await resolveNetworks(pod, ifname, ctx.config, {
       confDir: ctx.confDir,
-      warn: (m) => skipped.push(m),
+      warn: () => {},
     });
   } catch (e) {
     plan.reason = asCniError(e).message;
@@ -359,7 +364,7 @@ export async function planPod(
       network: net.name,
       source: net.source,
       sourceKind: net.source.startsWith("galaxy.json") ? "galaxy.json" : "conf-dir",
-      skippedFiles: i === 0 ? [...new Set(skipped)] : [],
+      skippedFiles: [],
       ifname: net.ifname,
       cniVersion,
       cniVersionFrom: from,
@@ -373,6 +378,10 @@ export async function planPod(
       }),
       preconditions: [],
     };
+    if (a.sourceKind === "conf-dir") {
+      // The same scan again, for this network alone: which files were passed over on the way to its file.
+      await findNetworkInConfDir(ctx.confDir, net.name, { warn: (m) => a.skippedFiles.push(m) });
+    }
     if (i === 0 && requested0 !== undefined && requested0 !== net.ifname) a.overriddenIfname = requested0;
     try {
       a.ipinfos = parseIpInfos({ args: net.args }) ?? null;
