@@ -376,7 +376,14 @@ Deno.test("deploy: RBAC grants only what daemon/k8s.ts calls, to the DaemonSet's
     });
   // The pod cache (list + watch with fieldSelector spec.nodeName), the GET fallback, the network-status and
   // network-failure annotations' merge patches, a failed ADD's Event (created, its count patched).
-  const required = ["/pods:get", "/pods:list", "/pods:watch", "/pods:patch", "/events:create", "/events:patch"];
+  const required = [
+    "/pods:get",
+    "/pods:list",
+    "/pods:watch",
+    "/pods:patch",
+    "/events:create",
+    "/events:patch",
+  ];
   // Only with --network-policy (a later issue): namespaces and networkpolicies are watched.
   const policy = [
     "/namespaces:list",
