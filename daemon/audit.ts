@@ -17,7 +17,7 @@
 import { isIP } from "../netops/ip_address.ts";
 import { linkDel, listLinks, listRules, runBatch } from "../netops/ip.ts";
 import type { Iptables } from "../netops/iptables.ts";
-import { listAttachments } from "../cni/plugins/sriov_state.ts";
+import { listAttachments } from "../cni/plugins/kit/sriov_state.ts";
 import type { CriClient } from "./cri.ts";
 import { ipFileOwner, removeIpFileOf } from "./gc.ts";
 import { deadVeths, vethContainerPrefix } from "./gc_veths.ts";

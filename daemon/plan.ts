@@ -7,11 +7,11 @@
  * @module
  */
 import { findPlugin, getVersionInfo } from "../cni/invoke.ts";
-import { type IpInfo, parseIpInfos } from "../cni/ipam.ts";
+import { type IpInfo, parseIpInfos } from "../cni/plugins/kit/ipam.ts";
 import { ALL_VERSIONS, asCniError, compareVersions, type NetConfList } from "../cni/spec.ts";
-import { DEFAULT_SUBNET_FILE } from "../cni/plugins/flannel.ts";
-import { DEFAULT_LOCK_DIR, listAttachments } from "../cni/plugins/sriov_state.ts";
-import { parseVlanConf, resolveUplink } from "../cni/plugins/underlay.ts";
+import { DEFAULT_SUBNET_FILE } from "../cni/plugins/kit/flannel_subnet.ts";
+import { DEFAULT_LOCK_DIR, listAttachments } from "../cni/plugins/kit/sriov_state.ts";
+import { parseVlanConf, resolveUplink } from "../cni/plugins/kit/underlay_conf.ts";
 import { listLinks } from "../netops/ip.ts";
 import { readSriovCounts } from "../netops/sriov.ts";
 import {
