@@ -20,6 +20,7 @@ import {
   parseNetworksAnnotation,
   type PodLike,
   resolveNetworks,
+  wantsEniIp,
 } from "./networks.ts";
 import type { GalaxyConfig } from "./config.ts";
 import { mergePorts, specPorts } from "./portmap_rules.ts";
@@ -152,9 +153,7 @@ export interface Plan {
 function networksFrom(pod: PodLike, config: GalaxyConfig): string {
   const a = pod.metadata?.annotations?.[NETWORKS_ANNOTATION];
   if (a !== undefined && a.trim() !== "") return `annotation ${NETWORKS_ANNOTATION}`;
-  if (config.eniIpNetwork !== "" && (pod.spec?.containers ?? []).some((c) => c.resources?.requests)) {
-    return "galaxy.json ENIIPNetwork or DefaultNetworks";
-  }
+  if (config.eniIpNetwork !== "" && wantsEniIp(pod)) return "galaxy.json ENIIPNetwork";
   return "galaxy.json DefaultNetworks";
 }
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execVerb, type PluginExec } from "../../cni/invoke.ts";
 import { CniError } from "../../cni/spec.ts";
 import { requestDaemon } from "../../cni/wire.ts";
-import { auditMetrics, type AuditReport } from "../../daemon/audit.ts";
+import { auditMetrics, type AuditReport, runAudit } from "../../daemon/audit.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";
 import {
   describeFailure,
@@ -254,6 +254,87 @@ Deno.test("server: /plan needs namespace and name; /audit fixes only on POST", a
     assert.deepEqual(calls, ["plan d/p eth0", "audit false", "audit true"]);
   } finally {
     await server.shutdown(1000);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("audit: dead, young and busy containers, addresses reserved twice; --fix goes through DEL and host-local's lock", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gtest-audit-" });
+  try {
+    const stateDir = `${dir}/state`;
+    const [ipA, ipB] = [`${dir}/ipam/a`, `${dir}/ipam/b`];
+    for (const d of [stateDir, ipA, ipB]) await Deno.mkdir(d, { recursive: true });
+    const old = new Date(Date.now() - 3600_000);
+    const state = async (id: string, pod: string, ip: string, fresh = false) => {
+      await Deno.writeTextFile(
+        `${stateDir}/${id}`,
+        JSON.stringify([{
+          NetworkType: "n1",
+          Args: {},
+          Conf: { name: "n1", type: "bridge" },
+          IfName: "eth0",
+          Result: { cniVersion: "1.1.0", ips: [{ address: `${ip}/24` }] },
+          Runtime: {
+            netns: `${dir}/no-such-netns`,
+            args: { K8S_POD_NAMESPACE: "d", K8S_POD_NAME: pod },
+            path: [],
+          },
+        }]),
+      );
+      if (!fresh) await Deno.utime(`${stateDir}/${id}`, old, old);
+    };
+    await state("c-dead", "gone", "198.18.0.10");
+    await state("c-live", "live", "198.18.0.10");
+    await state("c-young", "gone-too", "198.18.0.11", true);
+    await state("c-busy", "gone-three", "198.18.0.12");
+    const ipFile = async (d: string, ip: string, owner: string) => {
+      await Deno.writeTextFile(`${d}/${ip}`, `${owner}\neth0`);
+      await Deno.utime(`${d}/${ip}`, old, old);
+    };
+    await ipFile(ipA, "198.18.0.10", "c-dead");
+    await ipFile(ipA, "198.18.0.30", "c-live");
+    await ipFile(ipB, "198.18.0.30", "c-live");
+    const calls: string[] = [];
+    const ctx = {
+      stateDir,
+      ipDirs: [ipA, ipB],
+      graceMs: 60_000,
+      pods: { nodePodUids: () => new Map([["d/live", {}]]) },
+      hostNetns: `${dir}/no-such-host-netns`,
+      isBusy: (id: string) => id === "c-busy",
+      busyContainers: () => ["c-busy"],
+      withLock: <T>(id: string, fn: () => Promise<T>) => (calls.push(`lock ${id}`), fn()),
+      releaseState: async (id: string) => {
+        calls.push(`release ${id}`);
+        await Deno.remove(`${stateDir}/${id}`);
+        return true;
+      },
+    };
+    const report = await runAudit(ctx);
+    assert.equal(report.source, "apiserver");
+    assert.deepEqual(report.findings.map((f) => [f.kind, f.object.replace(dir, ""), f.fixable]).sort(), [
+      ["ip-of-gone-container", "/ipam/a/198.18.0.10", true],
+      ["ip-reserved-twice", "198.18.0.10", false],
+      ["ip-reserved-twice", "198.18.0.30", false],
+      ["state-without-sandbox", "/state/c-dead", true],
+    ]);
+    assert.match(report.findings.find((f) => f.kind === "state-without-sandbox")!.evidence, /pod d\/gone/);
+    assert.ok(
+      report.errors.some((e) => e.startsWith("veths:")),
+      "an unreadable namespace is an error, not a finding",
+    );
+    assert.equal(calls.length, 0, "no fix without --fix");
+
+    const fixed = await runAudit(ctx, { fix: true });
+    assert.deepEqual(fixed.fixed!.map((x) => [x.kind, x.ok]), [["state-without-sandbox", true], [
+      "ip-of-gone-container",
+      true,
+    ]]);
+    assert.deepEqual(calls, ["lock c-dead", "release c-dead", "lock c-dead"]);
+    assert.ok(!(await Deno.stat(`${ipA}/198.18.0.10`).then(() => true, () => false)), "reservation released");
+    assert.ok(await Deno.stat(`${ipA}/198.18.0.30`).then(() => true, () => false), "the live pod's stays");
+    assert.ok(await Deno.stat(`${stateDir}/c-busy`).then(() => true, () => false), "the busy one stays");
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
