@@ -201,6 +201,7 @@ kernelTest(
         const stateDir = `${lab.dir}/state`;
         const portDir = `${lab.dir}/ports`;
         const net = bridgeNet(lab, "bridge-net", "gtbr0", "198.18.20.0/24");
+        const metricsPort = 19000 + Math.floor(Math.random() * 900);
         daemon = await startDaemon(lab, {
           galaxyJson: { NetworkConf: [net], DefaultNetworks: ["bridge-net"] },
           flags: [
@@ -209,6 +210,7 @@ kernelTest(
             `--port-dir=${portDir}`,
             "--gc-grace-period=1s",
             "--flannel-gc-interval=1h",
+            `--metrics-address=127.0.0.1:${metricsPort}`,
           ],
         });
         const livePod = await lab.pod("live");
@@ -284,6 +286,11 @@ kernelTest(
         assert.deepEqual(report.findings.map((f) => [f.kind, f.object]).sort(), expected, first.stdout);
         assert.ok(report.findings.every((f) => f.fixable && f.evidence), first.stdout);
         assert.ok(report.checked["state-files"] === 2 && report.checked["port-files"] === 1, first.stdout);
+        const metrics = await metricsText(lab, metricsPort);
+        for (const [kind] of expected) {
+          assert.match(metrics, new RegExp(`galaxy_audit_findings\\{kind="${kind}"\\} 1`));
+        }
+        assert.match(metrics, /galaxy_audit_checked\{kind="state-files"\} 2/);
 
         const table = await galaxy(["audit", `--socket-path=${daemon.socket}`]);
         assert.equal(table.code, 1);
