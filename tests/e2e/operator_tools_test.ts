@@ -395,12 +395,20 @@ kernelTest(
         assert.ok(failure.code > 0 && failure.message.includes("gtnoup0"), JSON.stringify(failure));
         assert.ok(typeof failure.durationSeconds === "number" && Date.parse(failure.time) > 0);
 
+        // The kubelet's retry fails the same way: the Event's count goes up (a patch), no second Event.
+        const again = await runtimeCall(lab, "add", { ...call, containerId: "ctr-fail-2" });
+        assert.notEqual(again.code, 0);
+        await until("the Event's count of 2", async () => {
+          const all = (await api.events()).filter((e) => e.reason === "NetworkSetupFailed");
+          return all.length === 1 && all[0].count === 2 ? true : undefined;
+        });
+
         const metrics = await metricsText(lab, port);
         assert.match(
           metrics,
           new RegExp(
             `galaxy_cni_plugin_duration_seconds_count\\{network="vlan-net",plugin="galaxy-k8s-vlan",verb="ADD",` +
-              `code="${failure.code}"\\} 1`,
+              `code="${failure.code}"\\} 2`,
           ),
         );
 
