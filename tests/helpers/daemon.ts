@@ -97,6 +97,8 @@ export interface FakeApiserver {
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
   >;
+  /** The Events it stores (created, then merge-patched). */
+  events(): Promise<Record<string, unknown>[]>;
   /** The process. */
   process: Started;
 }
@@ -157,6 +159,7 @@ current-context: fake
     putPod: (pod) => call("PUT", "/pods", pod),
     deletePod: (namespace, name) => call("DELETE", `/pods/${namespace}/${name}`),
     patches: () => call("GET", "/patches"),
+    events: () => call("GET", "/events"),
   };
 }
 
