@@ -1,0 +1,368 @@
+/**
+ * The policy compiler: a pure function from (policies, pods, namespaces, node) to the ipsets and filter
+ * chains that enforce them on this node. No I/O; the applier turns the result into kernel batches.
+ *
+ * Layout of the rules (filter table):
+ * - `FORWARD -j GLX-EGRESS`, then `FORWARD -j GLX-INGRESS` (the applier places them first). Neither chain
+ *   ACCEPTs anything: allowed traffic RETURNs and goes on through FORWARD, denied traffic is DROPped. So
+ *   pod-to-pod traffic on one node is checked against the source's egress AND the destination's ingress
+ *   (Galaxy's ACCEPT in GLX-EGRESS skipped the destination's ingress, its [BUG] 2).
+ * - INPUT and OUTPUT are not hooked: traffic between a pod and its own node (kubelet probes) is always
+ *   allowed, as Kubernetes requires (Galaxy dropped probes, its [BUG] 3).
+ * - Both chains start with `RELATED,ESTABLISHED -j RETURN`: replies of allowed connections pass, and a policy
+ *   update never cuts a connection that is already open.
+ * - One chain per isolated local pod and direction (`GLX-POD-I-H` / `GLX-POD-E-H`), jumped to by address;
+ *   it calls the chain of every policy that selects the pod for that direction (`GLX-PLCY-I-H` /
+ *   `GLX-PLCY-E-H`). A policy chain RETURNs on an allowed packet and otherwise sets {@linkcode DENY_MARK};
+ *   the pod chain RETURNs when the mark is clear after a policy (policies are OR'ed) and DROPs at its end.
+ * - Peers live in ipsets: pods (hash:ip), CIDRs minus exceptions (hash:net, computed exactly), and named
+ *   ports resolved per pod (hash:ip,port of `podIP,proto:port`, matched with `dst,dst`).
+ * @module
+ */
+import { blocksToCidrs, isIpv6Cidr } from "./cidr.ts";
+import {
+  type LabelSelector,
+  type Pod,
+  type Policy,
+  type PolicyModel,
+  type PolicyPort,
+  type PolicyRule,
+} from "./model.ts";
+import { DENY_MARK, EGRESS_CHAIN, glxHash, INGRESS_CHAIN, podChain, policyChain, ruleSet } from "./names.ts";
+import { matches, selectorKey } from "./selector.ts";
+
+/** An ipset type the engine uses. */
+export type SetType = "hash:ip" | "hash:net" | "hash:ip,port";
+
+/** A selector pair of a peer: pods by label in the policy's namespace, or in the namespaces selected. */
+export interface PeerSelector {
+  /** Absent: every pod (of the selected namespaces). */
+  podSelector?: LabelSelector;
+  /** Absent: only the policy's own namespace. */
+  namespaceSelector?: LabelSelector;
+}
+
+/** Which pods a pod-dependent set holds. */
+export interface PodScope {
+  /** The policy's namespace (for peers without a namespace selector). */
+  namespace: string;
+  /** A pod is in scope when any of these selects it. */
+  peers: PeerSelector[];
+  /** Only this node's pods (the targets of an ingress rule with named ports). */
+  localOnly: boolean;
+}
+
+/** What an ipset holds, so pod events can update it without a full compile. */
+export type SetSpec =
+  | { name: string; type: "hash:net"; kind: "cidrs"; cidrs: string[] }
+  | { name: string; type: "hash:ip"; kind: "pods"; scope: PodScope }
+  | {
+    name: string;
+    type: "hash:ip,port";
+    kind: "ports";
+    scope: PodScope;
+    names: { protocol: string; name: string }[];
+  };
+
+/** The rules of a node: chains by name (rule arguments after `-A <chain>`), and the sets they use. */
+export interface CompiledRules {
+  /** Every chain of the engine with its rules, in order; empty when nothing on this node is isolated. */
+  chains: Map<string, string[]>;
+  /** The sets the chains reference. */
+  specs: Map<string, SetSpec>;
+  /** Problems that were skipped over (an IPv6 ipBlock, an invalid CIDR). */
+  warnings: string[];
+}
+
+/** Set members with how many pods contributed each (a pod IP can be held by two pods for a moment). */
+export type SetMembers = Map<string, Map<string, number>>;
+
+/** A full compile: rules plus the members of every set. */
+export interface Compiled extends CompiledRules {
+  /** Members by set name. */
+  members: SetMembers;
+}
+
+const ESTABLISHED = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN";
+const CLEAR_MARK = `-j MARK --set-xmark 0x0/${DENY_MARK}`;
+const SET_MARK = `-j MARK --set-xmark ${DENY_MARK}/${DENY_MARK}`;
+const IF_ALLOWED = `-m mark --mark 0x0/${DENY_MARK} -j RETURN`;
+/** xt_multiport takes at most 15 ports, a range counting as two. */
+const MULTIPORT_SLOTS = 15;
+
+function byKey<T extends { namespace: string; name: string }>(a: T, b: T): number {
+  const ka = `${a.namespace}/${a.name}`;
+  const kb = `${b.namespace}/${b.name}`;
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/** The labels of a namespace; one not (yet) seen still has its automatic name label. */
+export function namespaceLabels(model: PolicyModel, namespace: string): Record<string, string> {
+  return model.namespaces.get(namespace) ?? { "kubernetes.io/metadata.name": namespace };
+}
+
+function peerSelects(
+  peer: PeerSelector,
+  policyNamespace: string,
+  pod: Pod,
+  nsLabels: Record<string, string>,
+): boolean {
+  if (!peer.namespaceSelector) {
+    return pod.namespace === policyNamespace && (!peer.podSelector || matches(peer.podSelector, pod.labels));
+  }
+  return matches(peer.namespaceSelector, nsLabels) &&
+    (!peer.podSelector || matches(peer.podSelector, pod.labels));
+}
+
+function inScope(scope: PodScope, pod: Pod, model: PolicyModel): boolean {
+  if (!pod.ip) return false;
+  if (scope.localOnly && pod.nodeName !== model.node) return false;
+  const nsLabels = namespaceLabels(model, pod.namespace);
+  return scope.peers.some((p) => peerSelects(p, scope.namespace, pod, nsLabels));
+}
+
+/** The entries one pod contributes to a set (none when it is out of scope). */
+export function podEntries(spec: SetSpec, pod: Pod | undefined, model: PolicyModel): string[] {
+  if (!pod || spec.kind === "cidrs" || !inScope(spec.scope, pod, model)) return [];
+  if (spec.kind === "pods") return [pod.ip!];
+  const out = new Set<string>();
+  for (const want of spec.names) {
+    for (const p of pod.ports) {
+      if (p.name === want.name && p.protocol === want.protocol) {
+        out.add(`${pod.ip},${want.protocol.toLowerCase()}:${p.port}`);
+      }
+    }
+  }
+  return [...out];
+}
+
+function portMatches(
+  ports: PolicyPort[],
+): { numeric: string[]; named: { protocol: string; name: string }[] } {
+  const numeric: string[] = [];
+  const named: { protocol: string; name: string }[] = [];
+  for (const protocol of ["TCP", "UDP", "SCTP"] as const) {
+    const mine = ports.filter((p) => p.protocol === protocol);
+    if (!mine.length) continue;
+    const proto = protocol.toLowerCase();
+    for (const p of mine) if (typeof p.port === "string") named.push({ protocol, name: p.port });
+    const nums = mine.filter((p) => typeof p.port !== "string");
+    if (!nums.length) continue;
+    if (nums.some((p) => p.port === undefined)) {
+      numeric.push(`-p ${proto}`);
+      continue;
+    }
+    let chunk: string[] = [];
+    let slots = 0;
+    const flush = () => {
+      if (chunk.length) numeric.push(`-p ${proto} -m multiport --dports ${chunk.join(",")}`);
+      chunk = [];
+      slots = 0;
+    };
+    for (const p of nums) {
+      const range = p.endPort !== undefined && p.endPort !== p.port;
+      const need = range ? 2 : 1;
+      if (slots + need > MULTIPORT_SLOTS) flush();
+      chunk.push(range ? `${p.port}:${p.endPort}` : String(p.port));
+      slots += need;
+    }
+    flush();
+  }
+  return { numeric, named };
+}
+
+interface Targets {
+  ingress: Pod[];
+  egress: Pod[];
+}
+
+function compilePolicy(
+  policy: Policy,
+  dir: "I" | "E",
+  hash: string,
+  specs: Map<string, SetSpec>,
+  warnings: string[],
+): string[] {
+  const rules: PolicyRule[] = dir === "I" ? policy.ingressRules : policy.egressRules;
+  const side = dir === "I" ? "src" : "dst";
+  const lines: string[] = [];
+  rules.forEach((rule, i) => {
+    const selectorPeers = rule.peers.filter((p) => !p.ipBlock);
+    const blocks = rule.peers.flatMap((p) => (p.ipBlock ? [p.ipBlock] : []));
+    const peerMatches: string[] = [];
+    if (rule.peers.length === 0) peerMatches.push("");
+    if (selectorPeers.length) {
+      const name = ruleSet(dir === "I" ? "sip" : "dip", i, hash);
+      specs.set(name, {
+        name,
+        type: "hash:ip",
+        kind: "pods",
+        scope: { namespace: policy.namespace, peers: selectorPeers, localOnly: false },
+      });
+      peerMatches.push(`-m set --match-set ${name} ${side}`);
+    }
+    if (blocks.length) {
+      const v4 = blocks.filter((b) => {
+        if (!isIpv6Cidr(b.cidr)) return true;
+        warnings.push(
+          `${policy.namespace}/${policy.name}: IPv6 ipBlock ${b.cidr} is not enforced (IPv4 only)`,
+        );
+        return false;
+      });
+      const { cidrs, invalid } = blocksToCidrs(
+        v4.map((b) => ({ ...b, except: b.except.filter((e) => !isIpv6Cidr(e)) })),
+      );
+      for (const bad of invalid) {
+        warnings.push(`${policy.namespace}/${policy.name}: invalid CIDR ${bad} skipped`);
+      }
+      if (cidrs.length) {
+        const name = ruleSet(dir === "I" ? "snet" : "dnet", i, hash);
+        specs.set(name, { name, type: "hash:net", kind: "cidrs", cidrs });
+        peerMatches.push(`-m set --match-set ${name} ${side}`);
+      }
+    }
+    const { numeric, named } = rule.ports.length ? portMatches(rule.ports) : { numeric: [""], named: [] };
+    for (const peer of peerMatches) {
+      for (const port of numeric) {
+        lines.push(`${[peer, port].filter(Boolean).join(" ")} -j RETURN`.trimStart());
+      }
+    }
+    if (named.length) {
+      const name = ruleSet(dir === "I" ? "inp" : "enp", i, hash);
+      // Ingress: the name resolves on the target pods (this node's); egress: on the destination pods, any
+      // pod when `to` is empty. An ipBlock destination has no container ports, so a named port never
+      // matches one.
+      const scope: PodScope = dir === "I"
+        ? { namespace: policy.namespace, peers: [{ podSelector: policy.podSelector }], localOnly: true }
+        : {
+          namespace: policy.namespace,
+          peers: rule.peers.length ? selectorPeers : [{ namespaceSelector: {} }],
+          localOnly: false,
+        };
+      specs.set(name, { name, type: "hash:ip,port", kind: "ports", scope, names: named });
+      const portMatch = `-m set --match-set ${name} dst,dst`;
+      if (dir === "I") {
+        for (const peer of peerMatches) {
+          lines.push(`${[peer, portMatch].filter(Boolean).join(" ")} -j RETURN`);
+        }
+      } else if (rule.peers.length === 0 || selectorPeers.length) lines.push(`${portMatch} -j RETURN`);
+    }
+  });
+  lines.push(SET_MARK);
+  return lines;
+}
+
+/**
+ * The chains and the set specs of this node: only policies that select a pod of this node matter here, for
+ * the directions they isolate.
+ */
+export function compileRules(model: PolicyModel): CompiledRules {
+  const chains = new Map<string, string[]>();
+  const specs = new Map<string, SetSpec>();
+  const warnings: string[] = [];
+  const local = new Map<string, Pod[]>();
+  for (const pod of model.pods.values()) {
+    if (pod.nodeName !== model.node || !pod.ip) continue;
+    const list = local.get(pod.namespace);
+    if (list) list.push(pod);
+    else local.set(pod.namespace, [pod]);
+  }
+  const podPolicies = new Map<Pod, Targets & { policies: { I: string[]; E: string[] } }>();
+  const policies = [...model.policies].sort(byKey);
+  const seen = new Set<string>();
+  for (const policy of policies) {
+    const hash = glxHash(policy.name, policy.namespace);
+    if (seen.has(hash)) continue; // the same policy twice in the input
+    seen.add(hash);
+    const targets = (local.get(policy.namespace) ?? []).filter((p) => matches(policy.podSelector, p.labels));
+    if (!targets.length) continue;
+    for (const dir of ["I", "E"] as const) {
+      if (dir === "I" ? !policy.ingress : !policy.egress) continue;
+      const chain = policyChain(hash, dir);
+      chains.set(chain, compilePolicy(policy, dir, hash, specs, warnings));
+      for (const pod of targets) {
+        let entry = podPolicies.get(pod);
+        if (!entry) podPolicies.set(pod, entry = { ingress: [], egress: [], policies: { I: [], E: [] } });
+        entry.policies[dir].push(chain);
+      }
+    }
+  }
+  if (!podPolicies.size) return { chains: new Map(), specs: new Map(), warnings };
+  const ingress = [ESTABLISHED];
+  const egress = [ESTABLISHED];
+  const usedIps = { I: new Set<string>(), E: new Set<string>() };
+  for (const pod of [...podPolicies.keys()].sort(byKey)) {
+    const { policies } = podPolicies.get(pod)!;
+    const hash = glxHash(pod.name, pod.namespace);
+    for (const dir of ["I", "E"] as const) {
+      if (!policies[dir].length || usedIps[dir].has(pod.ip!)) continue;
+      usedIps[dir].add(pod.ip!);
+      const chain = podChain(hash, dir);
+      const rules = [CLEAR_MARK];
+      for (const p of policies[dir]) rules.push(`-j ${p}`, IF_ALLOWED, CLEAR_MARK);
+      rules.pop();
+      rules.push("-j DROP");
+      chains.set(chain, rules);
+      const jump = `${
+        dir === "I" ? "-d" : "-s"
+      } ${pod.ip}/32 -m comment --comment ${pod.namespace}/${pod.name} -j ${chain}`;
+      (dir === "I" ? ingress : egress).push(jump);
+    }
+  }
+  chains.set(INGRESS_CHAIN, ingress);
+  chains.set(EGRESS_CHAIN, egress);
+  return { chains, specs, warnings };
+}
+
+/** Fills the given set specs from the model (pods indexed by namespace; peer lookups memoised). */
+export function fillSets(model: PolicyModel, specs: Iterable<SetSpec>): SetMembers {
+  const byNamespace = new Map<string, Pod[]>();
+  for (const pod of model.pods.values()) {
+    if (!pod.ip) continue;
+    const list = byNamespace.get(pod.namespace);
+    if (list) list.push(pod);
+    else byNamespace.set(pod.namespace, [pod]);
+  }
+  const memo = new Map<string, Pod[]>();
+  const selectPods = (peer: PeerSelector, namespace: string): Pod[] => {
+    const key = peer.namespaceSelector
+      ? `*\u0000${selectorKey(peer.namespaceSelector)}\u0000${selectorKey(peer.podSelector)}`
+      : `${namespace}\u0000-\u0000${selectorKey(peer.podSelector)}`;
+    let pods = memo.get(key);
+    if (pods) return pods;
+    const namespaces = peer.namespaceSelector
+      ? [...byNamespace.keys()].filter((ns) => matches(peer.namespaceSelector!, namespaceLabels(model, ns)))
+      : [namespace];
+    pods = namespaces.flatMap((ns) => byNamespace.get(ns) ?? []).filter((p) =>
+      !peer.podSelector || matches(peer.podSelector, p.labels)
+    );
+    memo.set(key, pods);
+    return pods;
+  };
+  const members: SetMembers = new Map();
+  for (const spec of specs) {
+    const entries = new Map<string, number>();
+    members.set(spec.name, entries);
+    if (spec.kind === "cidrs") {
+      for (const c of spec.cidrs) entries.set(c, 1);
+      continue;
+    }
+    const pods = new Set<Pod>();
+    for (const peer of spec.scope.peers) {
+      for (const pod of selectPods(peer, spec.scope.namespace)) {
+        if (!spec.scope.localOnly || pod.nodeName === model.node) pods.add(pod);
+      }
+    }
+    for (const pod of pods) {
+      const list = spec.kind === "pods" ? [pod.ip!] : podEntries(spec, pod, model);
+      for (const e of list) entries.set(e, (entries.get(e) ?? 0) + 1);
+    }
+  }
+  return members;
+}
+
+/** The full compile: rules and the members of every set they use. */
+export function compile(model: PolicyModel): Compiled {
+  const rules = compileRules(model);
+  return { ...rules, members: fillSets(model, rules.specs.values()) };
+}

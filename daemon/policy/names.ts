@@ -1,0 +1,67 @@
+/**
+ * Names of the kernel objects, keeping Galaxy's `GLX-` prefix and its hash (the first 16 characters of the
+ * standard base32 of SHA-256 over `<name>_<namespace>`), so the Go engine's leftovers are recognised. Chains
+ * are split by direction (Galaxy had one for both, its [BUG] 1).
+ * @module
+ */
+import { createHash } from "node:crypto";
+
+/** Every chain and set of the engine starts with this. */
+export const PREFIX = "GLX-";
+/** Where FORWARD sends traffic from pods (their egress). */
+export const EGRESS_CHAIN = "GLX-EGRESS";
+/** Where FORWARD sends traffic to pods (their ingress). */
+export const INGRESS_CHAIN = "GLX-INGRESS";
+/**
+ * The packet mark bit a policy chain sets when it does NOT allow a packet; the pod chain clears it again
+ * before the next policy and on the allowed path, so accepted packets leave with the bit clear.
+ */
+export const DENY_MARK = "0x2000000";
+
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/** Standard base32 (RFC 4648) without padding. */
+function base32(bytes: Uint8Array): string {
+  let out = "";
+  let bits = 0;
+  let value = 0;
+  for (const b of bytes) {
+    value = (value << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      out += ALPHABET[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    value &= (1 << bits) - 1;
+  }
+  if (bits > 0) out += ALPHABET[(value << (5 - bits)) & 31];
+  return out;
+}
+
+/** Galaxy's 16-character hash of `<name>_<namespace>`. */
+export function glxHash(name: string, namespace: string): string {
+  return base32(createHash("sha256").update(`${name}_${namespace}`).digest()).slice(0, 16);
+}
+
+/** The ingress or egress chain of a policy (`GLX-PLCY-I-<hash>` / `GLX-PLCY-E-<hash>`). */
+export function policyChain(hash: string, dir: "I" | "E"): string {
+  return `GLX-PLCY-${dir}-${hash}`;
+}
+
+/** The ingress or egress chain of a pod on this node (`GLX-POD-I-<hash>` / `GLX-POD-E-<hash>`). */
+export function podChain(hash: string, dir: "I" | "E"): string {
+  return `GLX-POD-${dir}-${hash}`;
+}
+
+/**
+ * The set of rule `i` of a policy. Galaxy's names for the peer sets: `GLX-sip-i-H` / `GLX-snet-i-H`
+ * (ingress pods / CIDRs) and `GLX-dip-i-H` / `GLX-dnet-i-H` (egress); named ports add `GLX-inp-i-H` /
+ * `GLX-enp-i-H` (hash:ip,port of the pods the port names resolve on).
+ */
+export function ruleSet(
+  kind: "sip" | "snet" | "dip" | "dnet" | "inp" | "enp",
+  i: number,
+  hash: string,
+): string {
+  return `GLX-${kind}-${i}-${hash}`;
+}
