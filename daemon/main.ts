@@ -7,9 +7,10 @@ import { versionLine } from "../cli/version.ts";
 import { loadGalaxyConfig } from "./config.ts";
 import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
 import { handleCni, type HandlerContext } from "./handler.ts";
-import { isStandalone, KubePodSource } from "./k8s.ts";
+import { isStandalone, kubeConfig, KubePodSource, loadClientNode } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
-import { CniMetrics, describeExchange, serveMetrics } from "./metrics.ts";
+import { CniMetrics, describeExchange, renderPolicyMetrics, serveMetrics } from "./metrics.ts";
+import type { NetworkPolicyHandle } from "./policy/mod.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers } from "../netops/netns.ts";
 
@@ -19,6 +20,41 @@ const SHUTDOWN_GRACE_MS = 20_000;
 /** The node name: `--hostname-override`, else `MY_NODE_NAME`, else the hostname; trimmed and lower-cased. */
 export function nodeName(flags: Pick<ServeFlags, "hostnameOverride">): string {
   return (flags.hostnameOverride || Deno.env.get("MY_NODE_NAME") || Deno.hostname()).trim().toLowerCase();
+}
+
+/**
+ * `--network-policy`: starts enforcement (it needs the apiserver). Without the flag, removes whatever `GLX-`
+ * chains and sets a previous run (ours or Go Galaxy's) left, best effort: a node without iptables or ipset
+ * has nothing to remove.
+ */
+async function startPolicy(
+  flags: ServeFlags,
+  node: string,
+  haveApiserver: boolean,
+): Promise<NetworkPolicyHandle | undefined> {
+  const log = getLog("policy");
+  const { removePolicyState, startNetworkPolicy } = await import("./policy/mod.ts");
+  if (!flags.networkPolicy) {
+    try {
+      const removed = await removePolicyState(await (await import("../netops/iptables.ts")).Iptables.open());
+      if (removed.chainsDeleted || removed.setsDestroyed) {
+        log.info(
+          `--network-policy is off: removed ${removed.chainsDeleted} GLX- chains and ${removed.setsDestroyed} sets`,
+        );
+      }
+    } catch (e) {
+      log.v(2, `--network-policy is off; no policy state removed: ${(e as Error).message}`);
+    }
+    return undefined;
+  }
+  if (!haveApiserver) {
+    log.warn("--network-policy needs the apiserver: not enforced in standalone mode");
+    return undefined;
+  }
+  const k8s = await loadClientNode();
+  const handle = await startNetworkPolicy(k8s, kubeConfig(k8s, flags), { node, log });
+  log.info("network policy: enforcing; the rules in force stay until the first sync after the watches list");
+  return handle;
 }
 
 /** Runs the daemon until a signal stops it; returns the exit code. */
@@ -49,6 +85,7 @@ export async function main(args: string[]): Promise<number> {
 
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
+  let policy: NetworkPolicyHandle | undefined;
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
     const node = nodeName(flags);
@@ -63,6 +100,7 @@ export async function main(args: string[]): Promise<number> {
         getLog("k8s"),
       );
     }
+    policy = await startPolicy(flags, node, pods !== undefined);
     ctx = {
       config,
       confDir: flags.networkConfDir,
@@ -74,6 +112,7 @@ export async function main(args: string[]): Promise<number> {
     };
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
+    await policy?.close();
     await pods?.close();
     return 1;
   }
@@ -93,7 +132,10 @@ export async function main(args: string[]): Promise<number> {
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress
-    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), { load: () => server.load() })
+    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), {
+      load: () => server.load(),
+      extra: policy ? () => renderPolicyMetrics(policy!.engine.counters) : undefined,
+    })
     : undefined;
   if (metricsServer) log.info(`metrics on http://${flags.metricsAddress}/metrics`);
 
@@ -107,6 +149,7 @@ export async function main(args: string[]): Promise<number> {
   log.info(`${signal}: finishing in-flight requests (up to ${SHUTDOWN_GRACE_MS / 1000} s)`);
   await server.shutdown(SHUTDOWN_GRACE_MS);
   await metricsServer?.shutdown();
+  await policy?.close();
   await pods?.close();
   log.info("stopped");
   return 0;

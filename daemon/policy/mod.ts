@@ -3,11 +3,15 @@
  * when the flag is off.
  * @module
  */
-import type { Iptables } from "../../netops/iptables.ts";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { Iptables } from "../../netops/iptables.ts";
+import type { ClientNode } from "../k8s.ts";
 import { type ApplyStats, PolicyApplier } from "./apply.ts";
+import { type EngineLog, PolicyEngine } from "./engine.ts";
+import { PolicyWatches } from "./watch.ts";
 
 export { PolicyApplier } from "./apply.ts";
-export { PolicyEngine } from "./engine.ts";
+export { type EngineLog, type PolicyCounters, PolicyEngine } from "./engine.ts";
 
 /**
  * Removes every `GLX-` chain, jump and set from the namespace `iptables` works in (the Go engine's or ours):
@@ -20,4 +24,39 @@ export function removePolicyState(iptables: Iptables): Promise<ApplyStats> {
     members: new Map(),
     warnings: [],
   });
+}
+
+/** How often the whole kernel state is re-read and replaced (Galaxy: every 3 minutes). */
+export const RESYNC_INTERVAL_MS = 3 * 60_000;
+
+/** A running network policy enforcement. */
+export interface NetworkPolicyHandle {
+  /** The engine (its counters feed `/metrics`). */
+  engine: PolicyEngine;
+  /** Stops watching and syncing; the rules stay in force for the next start to take over. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts enforcement for `node`: detects the iptables backend, starts the watches, and resyncs fully every
+ * {@linkcode RESYNC_INTERVAL_MS}. Nothing is written before the watches have listed.
+ */
+export async function startNetworkPolicy(
+  k8s: ClientNode,
+  kc: KubeConfig,
+  options: { node: string; log: EngineLog; netns?: string | null },
+): Promise<NetworkPolicyHandle> {
+  const iptables = await Iptables.open({ netns: options.netns ?? null });
+  const engine = new PolicyEngine(options.node, new PolicyApplier(iptables), options.log);
+  const watches = new PolicyWatches(k8s, kc, engine, options.log);
+  watches.start();
+  const timer = setInterval(() => engine.resync(), RESYNC_INTERVAL_MS);
+  return {
+    engine,
+    async close() {
+      clearInterval(timer);
+      await watches.close();
+      await engine.close();
+    },
+  };
 }
