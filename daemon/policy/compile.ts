@@ -15,8 +15,10 @@
  *   it calls the chain of every policy that selects the pod for that direction (`GLX-PLCY-I-H` /
  *   `GLX-PLCY-E-H`). A policy chain RETURNs on an allowed packet and otherwise sets {@linkcode DENY_MARK};
  *   the pod chain RETURNs when the mark is clear after a policy (policies are OR'ed) and DROPs at its end.
- * - Peers live in ipsets: pods (hash:ip), CIDRs minus exceptions (hash:net, computed exactly), and named
- *   ports resolved per pod (hash:ip,port of `podIP,proto:port`, matched with `dst,dst`).
+ * - Peers live in ipsets: pods (hash:ip, one set per selector peer), CIDRs minus exceptions (hash:net,
+ *   computed exactly, one per rule), and named ports resolved per pod (hash:ip,port of `podIP,proto:port`,
+ *   matched with `dst,dst`). Sets are named by their content's definition, so a peer that many policies
+ *   share (`namespaceSelector: {}`, the same label) is one set, filled and updated once.
  * @module
  */
 import { blocksToCidrs, isIpv6Cidr } from "./cidr.ts";
@@ -28,7 +30,15 @@ import {
   type PolicyPort,
   type PolicyRule,
 } from "./model.ts";
-import { DENY_MARK, EGRESS_CHAIN, glxHash, INGRESS_CHAIN, podChain, policyChain, ruleSet } from "./names.ts";
+import {
+  contentSet,
+  DENY_MARK,
+  EGRESS_CHAIN,
+  glxHash,
+  INGRESS_CHAIN,
+  podChain,
+  policyChain,
+} from "./names.ts";
 import { matches, selectorKey } from "./selector.ts";
 
 /** An ipset type the engine uses. */
@@ -176,30 +186,51 @@ interface Targets {
   egress: Pod[];
 }
 
+/** A canonical text of a pod scope (same text: same members, so the set is shared). */
+function scopeKey(scope: PodScope): string {
+  const peers = scope.peers.map((p) =>
+    `${p.namespaceSelector ? `*${selectorKey(p.namespaceSelector)}` : scope.namespace}|${
+      selectorKey(p.podSelector)
+    }`
+  ).sort();
+  return JSON.stringify([scope.localOnly, peers]);
+}
+
+function podSet(scope: PodScope, specs: Map<string, SetSpec>): string {
+  const name = contentSet("pods", scopeKey(scope));
+  if (!specs.has(name)) specs.set(name, { name, type: "hash:ip", kind: "pods", scope });
+  return name;
+}
+
+function portSet(
+  scope: PodScope,
+  names: { protocol: string; name: string }[],
+  specs: Map<string, SetSpec>,
+): string {
+  const sorted = [...names].sort((a, b) => `${a.protocol}/${a.name}` < `${b.protocol}/${b.name}` ? -1 : 1);
+  const name = contentSet("ports", JSON.stringify([scopeKey(scope), sorted]));
+  if (!specs.has(name)) specs.set(name, { name, type: "hash:ip,port", kind: "ports", scope, names: sorted });
+  return name;
+}
+
 function compilePolicy(
   policy: Policy,
   dir: "I" | "E",
-  hash: string,
   specs: Map<string, SetSpec>,
   warnings: string[],
 ): string[] {
   const rules: PolicyRule[] = dir === "I" ? policy.ingressRules : policy.egressRules;
   const side = dir === "I" ? "src" : "dst";
   const lines: string[] = [];
-  rules.forEach((rule, i) => {
+  for (const rule of rules) {
     const selectorPeers = rule.peers.filter((p) => !p.ipBlock);
     const blocks = rule.peers.flatMap((p) => (p.ipBlock ? [p.ipBlock] : []));
     const peerMatches: string[] = [];
     if (rule.peers.length === 0) peerMatches.push("");
-    if (selectorPeers.length) {
-      const name = ruleSet(dir === "I" ? "sip" : "dip", i, hash);
-      specs.set(name, {
-        name,
-        type: "hash:ip",
-        kind: "pods",
-        scope: { namespace: policy.namespace, peers: selectorPeers, localOnly: false },
-      });
-      peerMatches.push(`-m set --match-set ${name} ${side}`);
+    // One set per selector peer, named by what it selects: the same peer in many policies is one set.
+    for (const peer of selectorPeers) {
+      const scope = { namespace: policy.namespace, peers: [peer], localOnly: false };
+      peerMatches.push(`-m set --match-set ${podSet(scope, specs)} ${side}`);
     }
     if (blocks.length) {
       const v4 = blocks.filter((b) => {
@@ -216,8 +247,8 @@ function compilePolicy(
         warnings.push(`${policy.namespace}/${policy.name}: invalid CIDR ${bad} skipped`);
       }
       if (cidrs.length) {
-        const name = ruleSet(dir === "I" ? "snet" : "dnet", i, hash);
-        specs.set(name, { name, type: "hash:net", kind: "cidrs", cidrs });
+        const name = contentSet("nets", cidrs.join(","));
+        if (!specs.has(name)) specs.set(name, { name, type: "hash:net", kind: "cidrs", cidrs });
         peerMatches.push(`-m set --match-set ${name} ${side}`);
       }
     }
@@ -227,27 +258,27 @@ function compilePolicy(
         lines.push(`${[peer, port].filter(Boolean).join(" ")} -j RETURN`.trimStart());
       }
     }
-    if (named.length) {
-      const name = ruleSet(dir === "I" ? "inp" : "enp", i, hash);
-      // Ingress: the name resolves on the target pods (this node's); egress: on the destination pods, any
-      // pod when `to` is empty. An ipBlock destination has no container ports, so a named port never
-      // matches one.
-      const scope: PodScope = dir === "I"
-        ? { namespace: policy.namespace, peers: [{ podSelector: policy.podSelector }], localOnly: true }
-        : {
-          namespace: policy.namespace,
-          peers: rule.peers.length ? selectorPeers : [{ namespaceSelector: {} }],
-          localOnly: false,
-        };
-      specs.set(name, { name, type: "hash:ip,port", kind: "ports", scope, names: named });
-      const portMatch = `-m set --match-set ${name} dst,dst`;
-      if (dir === "I") {
-        for (const peer of peerMatches) {
-          lines.push(`${[peer, portMatch].filter(Boolean).join(" ")} -j RETURN`);
-        }
-      } else if (rule.peers.length === 0 || selectorPeers.length) lines.push(`${portMatch} -j RETURN`);
+    if (!named.length) continue;
+    if (dir === "I") {
+      // The name resolves on each target pod (this node's), so the set holds `targetIP,proto:port`.
+      const scope = {
+        namespace: policy.namespace,
+        peers: [{ podSelector: policy.podSelector }],
+        localOnly: true,
+      };
+      const match = `-m set --match-set ${portSet(scope, named, specs)} dst,dst`;
+      for (const peer of peerMatches) lines.push(`${[peer, match].filter(Boolean).join(" ")} -j RETURN`);
+    } else {
+      // The name resolves on each destination pod: the peers' pods, any pod when `to` is empty. An ipBlock
+      // destination has no container ports, so a named port never matches one.
+      const scopes = rule.peers.length === 0
+        ? [{ namespace: policy.namespace, peers: [{ namespaceSelector: {} }], localOnly: false }]
+        : selectorPeers.map((peer) => ({ namespace: policy.namespace, peers: [peer], localOnly: false }));
+      for (const scope of scopes) {
+        lines.push(`-m set --match-set ${portSet(scope, named, specs)} dst,dst -j RETURN`);
+      }
     }
-  });
+  }
   lines.push(SET_MARK);
   return lines;
 }
@@ -279,7 +310,7 @@ export function compileRules(model: PolicyModel): CompiledRules {
     for (const dir of ["I", "E"] as const) {
       if (dir === "I" ? !policy.ingress : !policy.egress) continue;
       const chain = policyChain(hash, dir);
-      chains.set(chain, compilePolicy(policy, dir, hash, specs, warnings));
+      chains.set(chain, compilePolicy(policy, dir, specs, warnings));
       for (const pod of targets) {
         let entry = podPolicies.get(pod);
         if (!entry) podPolicies.set(pod, entry = { ingress: [], egress: [], policies: { I: [], E: [] } });

@@ -11,6 +11,9 @@ import type { PolicyApplier, Touched } from "./apply.ts";
 import { compile, type Compiled, compileRules, fillSets, podEntries } from "./compile.ts";
 import { keyOf, type Pod, type Policy, type PolicyModel } from "./model.ts";
 
+/** What the engine needs of an applier ({@linkcode PolicyApplier} is the real one). */
+export type Applier = Pick<PolicyApplier, "apply" | "forget">;
+
 /** Where the engine logs. */
 export interface EngineLog {
   /** Something went wrong and is retried. */
@@ -48,6 +51,7 @@ function samePod(a: Pod | undefined, b: Pod | undefined): boolean {
 
 /** The engine of one node. */
 export class PolicyEngine {
+  /** What the engine knows (tests and the watches read it). */
   readonly model: PolicyModel;
   /** Counters (read by the metrics page). */
   readonly counters: PolicyCounters = {
@@ -59,7 +63,7 @@ export class PolicyEngine {
     chains: 0,
     sets: 0,
   };
-  readonly #applier: PolicyApplier;
+  readonly #applier: Applier;
   readonly #log: EngineLog;
   readonly #policies = new Map<string, Policy>();
   #current?: Compiled;
@@ -75,7 +79,7 @@ export class PolicyEngine {
   /** Delay before a failed sync is retried. */
   retryMs = 2000;
 
-  constructor(node: string, applier: PolicyApplier, log: EngineLog) {
+  constructor(node: string, applier: Applier, log: EngineLog) {
     this.model = { policies: [], pods: new Map(), namespaces: new Map(), node };
     this.#applier = applier;
     this.#log = log;

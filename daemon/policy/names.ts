@@ -54,14 +54,10 @@ export function podChain(hash: string, dir: "I" | "E"): string {
 }
 
 /**
- * The set of rule `i` of a policy. Galaxy's names for the peer sets: `GLX-sip-i-H` / `GLX-snet-i-H`
- * (ingress pods / CIDRs) and `GLX-dip-i-H` / `GLX-dnet-i-H` (egress); named ports add `GLX-inp-i-H` /
- * `GLX-enp-i-H` (hash:ip,port of the pods the port names resolve on).
+ * The set holding what `definition` (a canonical text of a peer, a port name scope or a CIDR list) selects:
+ * `GLX-pods-H`, `GLX-ports-H` or `GLX-nets-H` with H the 16-character hash of the definition. Galaxy named
+ * sets per policy rule (`GLX-sip-<i>-H`, ...); those are recognised as ours by the prefix and removed.
  */
-export function ruleSet(
-  kind: "sip" | "snet" | "dip" | "dnet" | "inp" | "enp",
-  i: number,
-  hash: string,
-): string {
-  return `GLX-${kind}-${i}-${hash}`;
+export function contentSet(kind: "pods" | "ports" | "nets", definition: string): string {
+  return `GLX-${kind}-${base32(createHash("sha256").update(definition).digest()).slice(0, 16)}`;
 }
