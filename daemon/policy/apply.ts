@@ -66,6 +66,7 @@ export class PolicyApplier {
   #sets?: Map<string, Set<string>>;
   #chains = new Map<string, string[]>();
   #tmp = 0;
+  #pendingDestroy = new Set<string>();
 
   /** An applier for the namespace `iptables` works in (`netns` must be the same one). */
   constructor(iptables: Iptables, options: { netns?: string | null } = {}) {
@@ -228,10 +229,23 @@ export class PolicyApplier {
       batch.delete("filter", "FORWARD", ["-j", EGRESS_CHAIN]);
       batch.delete("filter", "FORWARD", ["-j", INGRESS_CHAIN]);
     }
+    // The two top chains hold one jump per isolated pod; a pod event changes one line of them, so they are
+    // edited line by line (their order does not matter after the first, conntrack, rule).
+    const edited = new Set<string>();
+    for (const top of [INGRESS_CHAIN, EGRESS_CHAIN]) {
+      const have = this.#chains.get(top);
+      const want = next.chains.get(top);
+      if (!have || !want || have[0] !== want[0]) continue;
+      edited.add(top);
+      const keep = new Set(want);
+      const had = new Set(have);
+      for (const r of have) if (!keep.has(r)) batch.delete("filter", top, args(r));
+      for (const r of want) if (!had.has(r)) batch.append("filter", top, args(r));
+    }
     const chainsWritten = this.#writeChains(
       batch,
       next,
-      (name, rules) => !sameRules(this.#chains.get(name), rules),
+      (name, rules) => !edited.has(name) && !sameRules(this.#chains.get(name), rules),
     );
     let chainsDeleted = 0;
     for (const name of this.#chains.keys()) {
@@ -255,8 +269,34 @@ export class PolicyApplier {
     };
   }
 
+  /**
+   * Destroys sets no rule uses. With the nf_tables backend the kernel drops the rules' references to a set
+   * after the commit, asynchronously, so a destroy right after can find the set still "in use": retried a
+   * few times, then left for the next apply (sets that stay behind are harmless: nothing matches on them).
+   */
   async #destroy(names: string[]): Promise<void> {
-    await ipsetRestore(this.#netns, destroySetsBatch(names));
+    const all = [...new Set([...names, ...this.#pendingDestroy])];
+    if (!all.length) return;
+    for (let attempt = 0;; attempt++) {
+      try {
+        await ipsetRestore(this.#netns, destroySetsBatch(all));
+        this.#pendingDestroy.clear();
+        return;
+      } catch (e) {
+        const left = (await listIpsets(this.#netns).catch(() => [])).map((h) => h.name);
+        const remaining = all.filter((n) => left.includes(n));
+        all.splice(0, all.length, ...remaining);
+        if (!all.length) {
+          this.#pendingDestroy.clear();
+          return;
+        }
+        if (attempt >= 5 || !/in use/i.test((e as Error).message)) {
+          this.#pendingDestroy = new Set(all);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
+      }
+    }
   }
 
   /** Records what the kernel now holds; with `only`, just those sets' members changed. */

@@ -181,11 +181,6 @@ function portMatches(
   return { numeric, named };
 }
 
-interface Targets {
-  ingress: Pod[];
-  egress: Pod[];
-}
-
 /** A canonical text of a pod scope (same text: same members, so the set is shared). */
 function scopeKey(scope: PodScope): string {
   const peers = scope.peers.map((p) =>
@@ -211,6 +206,31 @@ function portSet(
   const name = contentSet("ports", JSON.stringify([scopeKey(scope), sorted]));
   if (!specs.has(name)) specs.set(name, { name, type: "hash:ip,port", kind: "ports", scope, names: sorted });
   return name;
+}
+
+/** A policy's chain for one direction: its rules, the sets they use, what was skipped. */
+interface PolicyOutput {
+  lines: string[];
+  specs: Map<string, SetSpec>;
+  warnings: string[];
+}
+
+/**
+ * Compiled policy chains by policy object: an update replaces the object, so an unchanged policy is not
+ * compiled again for every pod event of this node.
+ */
+const policyCache = new WeakMap<Policy, { I?: PolicyOutput; E?: PolicyOutput }>();
+
+function compilePolicyCached(policy: Policy, dir: "I" | "E"): PolicyOutput {
+  let entry = policyCache.get(policy);
+  if (!entry) policyCache.set(policy, entry = {});
+  let out = entry[dir];
+  if (!out) {
+    const specs = new Map<string, SetSpec>();
+    const warnings: string[] = [];
+    out = entry[dir] = { lines: compilePolicy(policy, dir, specs, warnings), specs, warnings };
+  }
+  return out;
 }
 
 function compilePolicy(
@@ -283,14 +303,94 @@ function compilePolicy(
   return lines;
 }
 
+/** What one namespace contributes: its policy and pod chains, the sets they use, its top-chain jumps. */
+interface NamespaceRules {
+  chains: Map<string, string[]>;
+  specs: Map<string, SetSpec>;
+  warnings: string[];
+  jumps: { I: [string, string][]; E: [string, string][] };
+}
+
+/**
+ * Per-namespace results of earlier compiles, reused while the namespace's policies and pods of this node are
+ * the same objects: a pod event of this node recompiles its own namespace only.
+ */
+export class RulesCache {
+  readonly #entries = new Map<string, { policies: Policy[]; pods: Pod[]; out: NamespaceRules }>();
+
+  /** The cached result for these inputs, or `undefined`. */
+  get(namespace: string, policies: Policy[], pods: Pod[]): NamespaceRules | undefined {
+    const e = this.#entries.get(namespace);
+    if (!e || !sameItems(e.policies, policies) || !sameItems(e.pods, pods)) return undefined;
+    return e.out;
+  }
+
+  /** Stores a result. */
+  set(namespace: string, policies: Policy[], pods: Pod[], out: NamespaceRules): void {
+    this.#entries.set(namespace, { policies, pods, out });
+  }
+
+  /** Drops namespaces that have neither policies nor pods of this node any more. */
+  prune(keep: Set<string>): void {
+    for (const ns of this.#entries.keys()) if (!keep.has(ns)) this.#entries.delete(ns);
+  }
+}
+
+function sameItems<T>(a: T[], b: T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function compileNamespace(policies: Policy[], local: Pod[]): NamespaceRules {
+  const out: NamespaceRules = { chains: new Map(), specs: new Map(), warnings: [], jumps: { I: [], E: [] } };
+  const podPolicies = new Map<Pod, { I: string[]; E: string[] }>();
+  const seen = new Set<string>();
+  for (const policy of policies) {
+    const hash = glxHash(policy.name, policy.namespace);
+    if (seen.has(hash)) continue; // the same policy twice in the input
+    seen.add(hash);
+    const targets = local.filter((p) => matches(policy.podSelector, p.labels));
+    if (!targets.length) continue;
+    for (const dir of ["I", "E"] as const) {
+      if (dir === "I" ? !policy.ingress : !policy.egress) continue;
+      const chain = policyChain(hash, dir);
+      const compiled = compilePolicyCached(policy, dir);
+      out.chains.set(chain, compiled.lines);
+      for (const [name, spec] of compiled.specs) if (!out.specs.has(name)) out.specs.set(name, spec);
+      out.warnings.push(...compiled.warnings);
+      for (const pod of targets) {
+        let entry = podPolicies.get(pod);
+        if (!entry) podPolicies.set(pod, entry = { I: [], E: [] });
+        entry[dir].push(chain);
+      }
+    }
+  }
+  for (const pod of local) {
+    const policies = podPolicies.get(pod);
+    if (!policies) continue;
+    const hash = glxHash(pod.name, pod.namespace);
+    for (const dir of ["I", "E"] as const) {
+      if (!policies[dir].length) continue;
+      const chain = podChain(hash, dir);
+      const rules = [CLEAR_MARK];
+      for (const p of policies[dir]) rules.push(`-j ${p}`, IF_ALLOWED, CLEAR_MARK);
+      rules.pop();
+      rules.push("-j DROP");
+      out.chains.set(chain, rules);
+      const jump = `${
+        dir === "I" ? "-d" : "-s"
+      } ${pod.ip}/32 -m comment --comment ${pod.namespace}/${pod.name} -j ${chain}`;
+      out.jumps[dir].push([pod.ip!, jump]);
+    }
+  }
+  return out;
+}
+
 /**
  * The chains and the set specs of this node: only policies that select a pod of this node matter here, for
- * the directions they isolate.
+ * the directions they isolate. With a {@linkcode RulesCache}, namespaces whose inputs did not change are
+ * taken from it.
  */
-export function compileRules(model: PolicyModel): CompiledRules {
-  const chains = new Map<string, string[]>();
-  const specs = new Map<string, SetSpec>();
-  const warnings: string[] = [];
+export function compileRules(model: PolicyModel, cache?: RulesCache): CompiledRules {
   const local = new Map<string, Pod[]>();
   for (const pod of model.pods.values()) {
     if (pod.nodeName !== model.node || !pod.ip) continue;
@@ -298,50 +398,42 @@ export function compileRules(model: PolicyModel): CompiledRules {
     if (list) list.push(pod);
     else local.set(pod.namespace, [pod]);
   }
-  const podPolicies = new Map<Pod, Targets & { policies: { I: string[]; E: string[] } }>();
-  const policies = [...model.policies].sort(byKey);
-  const seen = new Set<string>();
-  for (const policy of policies) {
-    const hash = glxHash(policy.name, policy.namespace);
-    if (seen.has(hash)) continue; // the same policy twice in the input
-    seen.add(hash);
-    const targets = (local.get(policy.namespace) ?? []).filter((p) => matches(policy.podSelector, p.labels));
-    if (!targets.length) continue;
+  const byNamespace = new Map<string, Policy[]>();
+  for (const policy of model.policies) {
+    if (!local.has(policy.namespace)) continue;
+    const list = byNamespace.get(policy.namespace);
+    if (list) list.push(policy);
+    else byNamespace.set(policy.namespace, [policy]);
+  }
+  const chains = new Map<string, string[]>();
+  const specs = new Map<string, SetSpec>();
+  const warnings: string[] = [];
+  const top = { I: [ESTABLISHED], E: [ESTABLISHED] };
+  const usedIps = { I: new Set<string>(), E: new Set<string>() };
+  const namespaces = [...byNamespace.keys()].sort();
+  for (const ns of namespaces) {
+    const policies = byNamespace.get(ns)!.sort(byKey);
+    const pods = local.get(ns)!.sort(byKey);
+    let out = cache?.get(ns, policies, pods);
+    if (!out) {
+      out = compileNamespace(policies, pods);
+      cache?.set(ns, policies, pods, out);
+    }
+    for (const [name, rules] of out.chains) chains.set(name, rules);
+    for (const [name, spec] of out.specs) if (!specs.has(name)) specs.set(name, spec);
+    warnings.push(...out.warnings);
     for (const dir of ["I", "E"] as const) {
-      if (dir === "I" ? !policy.ingress : !policy.egress) continue;
-      const chain = policyChain(hash, dir);
-      chains.set(chain, compilePolicy(policy, dir, specs, warnings));
-      for (const pod of targets) {
-        let entry = podPolicies.get(pod);
-        if (!entry) podPolicies.set(pod, entry = { ingress: [], egress: [], policies: { I: [], E: [] } });
-        entry.policies[dir].push(chain);
+      for (const [ip, jump] of out.jumps[dir]) {
+        if (usedIps[dir].has(ip)) continue; // two pods claiming one address: the first keeps it
+        usedIps[dir].add(ip);
+        top[dir].push(jump);
       }
     }
   }
-  if (!podPolicies.size) return { chains: new Map(), specs: new Map(), warnings };
-  const ingress = [ESTABLISHED];
-  const egress = [ESTABLISHED];
-  const usedIps = { I: new Set<string>(), E: new Set<string>() };
-  for (const pod of [...podPolicies.keys()].sort(byKey)) {
-    const { policies } = podPolicies.get(pod)!;
-    const hash = glxHash(pod.name, pod.namespace);
-    for (const dir of ["I", "E"] as const) {
-      if (!policies[dir].length || usedIps[dir].has(pod.ip!)) continue;
-      usedIps[dir].add(pod.ip!);
-      const chain = podChain(hash, dir);
-      const rules = [CLEAR_MARK];
-      for (const p of policies[dir]) rules.push(`-j ${p}`, IF_ALLOWED, CLEAR_MARK);
-      rules.pop();
-      rules.push("-j DROP");
-      chains.set(chain, rules);
-      const jump = `${
-        dir === "I" ? "-d" : "-s"
-      } ${pod.ip}/32 -m comment --comment ${pod.namespace}/${pod.name} -j ${chain}`;
-      (dir === "I" ? ingress : egress).push(jump);
-    }
-  }
-  chains.set(INGRESS_CHAIN, ingress);
-  chains.set(EGRESS_CHAIN, egress);
+  cache?.prune(new Set(namespaces));
+  if (!chains.size) return { chains, specs, warnings };
+  chains.set(INGRESS_CHAIN, top.I);
+  chains.set(EGRESS_CHAIN, top.E);
   return { chains, specs, warnings };
 }
 
@@ -393,7 +485,7 @@ export function fillSets(model: PolicyModel, specs: Iterable<SetSpec>): SetMembe
 }
 
 /** The full compile: rules and the members of every set they use. */
-export function compile(model: PolicyModel): Compiled {
-  const rules = compileRules(model);
+export function compile(model: PolicyModel, cache?: RulesCache): Compiled {
+  const rules = compileRules(model, cache);
   return { ...rules, members: fillSets(model, rules.specs.values()) };
 }

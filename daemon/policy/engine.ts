@@ -8,7 +8,7 @@
  * @module
  */
 import type { PolicyApplier, Touched } from "./apply.ts";
-import { compile, type Compiled, compileRules, fillSets, podEntries } from "./compile.ts";
+import { compile, type Compiled, compileRules, fillSets, podEntries, RulesCache } from "./compile.ts";
 import { keyOf, type Pod, type Policy, type PolicyModel } from "./model.ts";
 
 /** What the engine needs of an applier ({@linkcode PolicyApplier} is the real one). */
@@ -67,6 +67,7 @@ export class PolicyEngine {
   readonly #log: EngineLog;
   readonly #policies = new Map<string, Policy>();
   #current?: Compiled;
+  readonly #rulesCache = new RulesCache();
   #ready = false;
   #fullPending = false;
   #fresh = false;
@@ -218,7 +219,7 @@ export class PolicyEngine {
   async #full(): Promise<void> {
     const started = performance.now();
     try {
-      const next = compile(this.model);
+      const next = compile(this.model, this.#rulesCache);
       for (const w of next.warnings) this.#log.warn(`network policy: ${w}`);
       if (this.#fresh) this.#applier.forget();
       this.#fresh = false;
@@ -253,7 +254,7 @@ export class PolicyEngine {
       let next: Compiled = current;
       const touched: Touched = new Map();
       if (local) {
-        const rules = compileRules(this.model);
+        const rules = compileRules(this.model, this.#rulesCache);
         const added = [...rules.specs.values()].filter((s) => !current.specs.has(s.name));
         const members = new Map(current.members);
         for (const name of members.keys()) if (!rules.specs.has(name)) members.delete(name);

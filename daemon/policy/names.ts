@@ -38,9 +38,23 @@ function base32(bytes: Uint8Array): string {
   return out;
 }
 
+/** Hashes already computed: compiles repeat them for every pod event of this node. Bounded by clearing. */
+const hashCache = new Map<string, string>();
+const HASH_CACHE_MAX = 100_000;
+
+function hash16(text: string): string {
+  let h = hashCache.get(text);
+  if (h === undefined) {
+    if (hashCache.size >= HASH_CACHE_MAX) hashCache.clear();
+    h = base32(createHash("sha256").update(text).digest()).slice(0, 16);
+    hashCache.set(text, h);
+  }
+  return h;
+}
+
 /** Galaxy's 16-character hash of `<name>_<namespace>`. */
 export function glxHash(name: string, namespace: string): string {
-  return base32(createHash("sha256").update(`${name}_${namespace}`).digest()).slice(0, 16);
+  return hash16(`${name}_${namespace}`);
 }
 
 /** The ingress or egress chain of a policy (`GLX-PLCY-I-<hash>` / `GLX-PLCY-E-<hash>`). */
@@ -59,5 +73,5 @@ export function podChain(hash: string, dir: "I" | "E"): string {
  * sets per policy rule (`GLX-sip-<i>-H`, ...); those are recognised as ours by the prefix and removed.
  */
 export function contentSet(kind: "pods" | "ports" | "nets", definition: string): string {
-  return `GLX-${kind}-${base32(createHash("sha256").update(definition).digest()).slice(0, 16)}`;
+  return `GLX-${kind}-${hash16(`${kind}:${definition}`)}`;
 }

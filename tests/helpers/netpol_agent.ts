@@ -3,7 +3,8 @@
  * `ip netns exec <ns> deno run -A netpol_agent.ts <tcp ports> <udp ports>` (comma lists, `-` for none).
  * It serves TCP and UDP echo on those ports and answers JSON lines on stdin, one JSON line each on stdout:
  * - `{"id":1,"op":"try","proto":"tcp"|"udp","host":"198.18.20.2","port":80,"timeoutMs":800}` → `{"id":1,"ok":true}`
- *   when bytes went there and came back (a new connection each time);
+ *   when bytes went there and came back (a new connection each time; `sourcePort` picks the local port, so a
+ *   test can keep a new check from reusing the conntrack entry of an earlier flow);
  * - `{"id":2,"op":"open","conn":"c1","host":...,"port":...}` opens and keeps a TCP connection;
  * - `{"id":3,"op":"send","conn":"c1","timeoutMs":800}` sends over it and waits for the echo.
  * It prints `{"ready":true}` once listening.
@@ -46,9 +47,9 @@ for (const port of list(udpArg)) {
   await new Promise<void>((resolve) => sock.bind(port, "0.0.0.0", resolve));
 }
 
-function tryTcp(host: string, port: number, timeoutMs: number): Promise<boolean> {
+function tryTcp(host: string, port: number, timeoutMs: number, localPort?: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = connect({ host, port });
+    const s = connect({ host, port, localPort });
     const done = (ok: boolean) => {
       clearTimeout(timer);
       s.destroy();
@@ -61,9 +62,10 @@ function tryTcp(host: string, port: number, timeoutMs: number): Promise<boolean>
   });
 }
 
-function tryUdp(host: string, port: number, timeoutMs: number): Promise<boolean> {
+function tryUdp(host: string, port: number, timeoutMs: number, localPort?: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createSocket("udp4");
+    if (localPort !== undefined) s.bind(localPort);
     const done = (ok: boolean) => {
       clearTimeout(timer);
       s.close();
@@ -110,6 +112,7 @@ function send(name: string, timeoutMs: number): Promise<boolean> {
 }
 
 type Request = {
+  sourcePort?: number;
   id: number;
   op: string;
   proto?: string;
@@ -123,7 +126,9 @@ async function answer(req: Request): Promise<void> {
   const t = req.timeoutMs ?? 800;
   let ok = false;
   if (req.op === "try") {
-    ok = req.proto === "udp" ? await tryUdp(req.host!, req.port!, t) : await tryTcp(req.host!, req.port!, t);
+    ok = req.proto === "udp"
+      ? await tryUdp(req.host!, req.port!, t, req.sourcePort)
+      : await tryTcp(req.host!, req.port!, t, req.sourcePort);
   } else if (req.op === "open") ok = await open(req.conn!, req.host!, req.port!, t);
   else if (req.op === "send") ok = await send(req.conn!, t);
   await Deno.stdout.write(encoder.encode(JSON.stringify({ id: req.id, ok }) + "\n"));

@@ -85,9 +85,18 @@ export class Agent {
     });
   }
 
-  /** Tries a new connection (TCP) or datagram exchange (UDP). */
-  try(proto: "tcp" | "udp", host: string, port: number, timeoutMs = 800): Promise<boolean> {
-    return this.#ask({ op: "try", proto, host, port, timeoutMs });
+  /**
+   * Tries a new connection (TCP) or datagram exchange (UDP), from `sourcePort` when given (a fresh 5-tuple, so
+   * conntrack cannot let it through as part of an earlier flow).
+   */
+  try(
+    proto: "tcp" | "udp",
+    host: string,
+    port: number,
+    timeoutMs = 800,
+    sourcePort?: number,
+  ): Promise<boolean> {
+    return this.#ask({ op: "try", proto, host, port, timeoutMs, sourcePort });
   }
 
   /** Opens a TCP connection kept under `conn`. */
