@@ -91,6 +91,10 @@ export interface FakeApiserver {
   kubeconfig: string;
   /** Stores (creates or replaces) a pod. */
   putPod(pod: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Stores a namespace or a networkpolicy. */
+  putObject(kind: "namespaces" | "networkpolicies", obj: Record<string, unknown>): Promise<unknown>;
+  /** Deletes a namespace (`namespace` "-") or a networkpolicy. */
+  deleteObject(kind: "namespaces" | "networkpolicies", namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
@@ -153,6 +157,8 @@ current-context: fake
     kubeconfig,
     process,
     putPod: (pod) => call("PUT", "/pods", pod),
+    putObject: (kind, obj) => call("PUT", `/objects/${kind}`, obj),
+    deleteObject: (kind, ns, name) => call("DELETE", `/objects/${kind}/${ns}/${name}`),
     patches: () => call("GET", "/patches"),
   };
 }

@@ -369,7 +369,7 @@ Deno.test("deploy: RBAC grants only what daemon/k8s.ts calls, to the DaemonSet's
   // The pod cache (list + watch with fieldSelector spec.nodeName), the GET fallback, the network-status
   // annotation's merge patch.
   const required = ["/pods:get", "/pods:list", "/pods:watch", "/pods:patch"];
-  // Only with --network-policy (a later issue): namespaces and networkpolicies are watched.
+  // With --network-policy: namespaces and networkpolicies are listed and watched, and nothing else.
   const policy = [
     "/namespaces:list",
     "/namespaces:watch",
@@ -381,6 +381,15 @@ Deno.test("deploy: RBAC grants only what daemon/k8s.ts calls, to the DaemonSet's
   assert.equal(new Set(granted).size, granted.length, "no rule repeats another");
   for (const t of required) assert.ok(granted.includes(t), `ClusterRole galaxy lacks ${t}`);
   for (const t of granted) assert.ok([...required, ...policy].includes(t), `ClusterRole galaxy grants ${t}`);
+  const args: string[] = only(objects, "DaemonSet").spec.template.spec.containers[0].args;
+  const enforcing = args.some((a) => a === "--network-policy" || a === "--network-policy=true");
+  for (const t of policy) {
+    assert.equal(
+      granted.includes(t),
+      enforcing,
+      `${t} must be granted exactly when --network-policy is passed`,
+    );
+  }
 
   const sa = only(objects, "ServiceAccount", "galaxy");
   const binding = only(objects, "ClusterRoleBinding");
