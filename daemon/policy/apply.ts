@@ -218,10 +218,18 @@ export class PolicyApplier {
       }
     }
     const existing = new Set(replace.filter((n) => applied.has(n)));
-    await ipsetRestore(this.#netns, [
+    const setLines = [
       ...replaceSetsBatch(replace.map((n) => this.#content(next, n)), existing, this.#tmpName()),
       ...memberChangesBatch(changes),
-    ]);
+    ];
+    // Rules may only name sets that exist: when sets are created, they go first. Member changes alone do not
+    // order against the rules (each side is correct on its own), so they run alongside.
+    let setsDone: Promise<void> = Promise.resolve();
+    if (replace.length) await ipsetRestore(this.#netns, setLines);
+    else {
+      setsDone = ipsetRestore(this.#netns, setLines);
+      setsDone.catch(() => {}); // awaited below; never an unhandled rejection if building the batch throws
+    }
     const batch = new RestoreBatch();
     const hadTop = this.#chains.has(EGRESS_CHAIN);
     const wantTop = next.chains.has(EGRESS_CHAIN);
@@ -255,7 +263,7 @@ export class PolicyApplier {
       }
     }
     if (wantTop && !hadTop) this.#insertJumps(batch);
-    await this.#iptables.restore(batch);
+    await Promise.all([setsDone, this.#iptables.restore(batch)]);
     const stale = [...applied.keys()].filter((n) => !next.specs.has(n));
     await this.#destroy(stale);
     this.#remember(next, touched && replace.length === 0 ? changes.map((c) => c.set) : undefined);

@@ -145,14 +145,16 @@ export class PolicyEngine {
     this.#podChanged(old, undefined);
   }
 
-  /** Drops every pod not on this node (the cluster-wide watch stopped). */
+  /** Drops every pod not on this node (the cluster-wide watch stopped); a full compile follows. */
   dropRemotePods(): void {
+    let dropped = 0;
     for (const [key, pod] of this.model.pods) {
       if (pod.nodeName !== this.model.node) {
         this.model.pods.delete(key);
-        this.#podChanged(pod, undefined);
+        dropped++;
       }
     }
+    if (dropped) this.#scheduleFull();
   }
 
   #podChanged(old: Pod | undefined, pod: Pod | undefined): void {
@@ -191,7 +193,7 @@ export class PolicyEngine {
 
   #kick(): void {
     if (this.#running || this.#closed) return;
-    this.#running = this.#pump().finally(() => {
+    this.#running = this.#pump().catch((e) => this.#failed(e)).finally(() => {
       this.#running = undefined;
       if ((this.#fullPending && this.#timer === undefined) || this.#podChanges.length) this.#kick();
     });

@@ -15,6 +15,7 @@ import { type Pod, podFromObject, policyFromObject, type PolicyModel } from "../
 import { contentSet, glxHash } from "../../daemon/policy/names.ts";
 import { matches } from "../../daemon/policy/selector.ts";
 import { unwrapTombstone } from "../../daemon/policy/watch.ts";
+import { renderPolicyMetrics } from "../../daemon/metrics.ts";
 import { scaleModel, scalePod } from "../bench/policy_scale.ts";
 
 type Obj = Record<string, unknown>;
@@ -352,4 +353,42 @@ Deno.test("scale: 1 000 policies over 10 000 pods compile well under 2 s", () =>
   );
   assert.ok(c.chains.size > 2000, "the synthetic policies should all select pods of this node");
   assert.ok(ms < 2000, `compile took ${ms.toFixed(0)} ms`);
+});
+
+Deno.test("metrics: the policy counters in Prometheus text", () => {
+  const text = renderPolicyMetrics({
+    fullSyncs: 3,
+    incrementalSyncs: 7,
+    errors: 1,
+    lastFullSeconds: 0.5,
+    lastIncrementalSeconds: 0.01,
+    chains: 12,
+    sets: 4,
+  });
+  assert.match(
+    text,
+    /^# TYPE galaxy_network_policy_sync_errors_total counter\ngalaxy_network_policy_sync_errors_total 1$/m,
+  );
+  assert.match(text, /^galaxy_network_policy_full_syncs_total 3$/m);
+  assert.match(text, /^galaxy_network_policy_sets 4$/m);
+  assert.ok(text.endsWith("\n"));
+});
+
+Deno.test("engine: dropping the pods of other nodes recompiles without them", async () => {
+  const applier = new FakeApplier();
+  const engine = new PolicyEngine("n1", applier as never, silent);
+  engine.debounceMs = 0;
+  engine.setPod(pod("x", "a", "198.18.0.1", { app: "a" }));
+  engine.setPod(pod("x", "b", "198.18.0.2", { app: "b" }, "n2"));
+  engine.setPolicy(
+    np("x", "p", { podSelector: { matchLabels: { app: "a" } }, ingress: [{ from: [{ podSelector: {} }] }] }),
+  );
+  engine.ready();
+  await engine.idle();
+  assert.ok(engine.needsClusterPods());
+  assert.deepEqual(Object.values(members(applier.applied.at(-1)!)), [["198.18.0.1", "198.18.0.2"]]);
+  engine.dropRemotePods();
+  await engine.idle();
+  assert.deepEqual(Object.values(members(applier.applied.at(-1)!)), [["198.18.0.1"]]);
+  await engine.close();
 });
