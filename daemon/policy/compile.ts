@@ -371,7 +371,8 @@ function compileNamespace(policies: Policy[], local: Pod[]): NamespaceRules {
     for (const dir of ["I", "E"] as const) {
       if (!policies[dir].length) continue;
       const chain = podChain(hash, dir);
-      const rules = [CLEAR_MARK];
+      // A pod cannot block access to itself (a hairpin through a Service comes back through FORWARD).
+      const rules = [`${dir === "I" ? "-s" : "-d"} ${pod.ip}/32 -j RETURN`, CLEAR_MARK];
       for (const p of policies[dir]) rules.push(`-j ${p}`, IF_ALLOWED, CLEAR_MARK);
       rules.pop();
       rules.push("-j DROP");

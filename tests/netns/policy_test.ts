@@ -580,6 +580,22 @@ kernelTest(
       assert.ok(await agents.get("y/a")!.send("held"), "the established connection was cut by an update");
       assert.equal(await agents.get("z/a")!.try("tcp", "198.18.20.11", 80), true);
 
+      // A namespace label change: z/a loses the label the policy selects it by.
+      engine.setNamespace("z", { "kubernetes.io/metadata.name": "z", ns: "other" });
+      await engine.idle();
+      assert.equal(
+        await agents.get("z/a")!.try("tcp", "198.18.20.11", 80),
+        false,
+        "z left the namespace selector",
+      );
+      engine.setNamespace("z", NAMESPACES.z);
+      await engine.idle();
+      assert.equal(
+        await agents.get("z/a")!.try("tcp", "198.18.20.11", 80),
+        true,
+        "z came back into the selector",
+      );
+
       // Restart: the old engine stops; a new one starts fresh. Denied connections stay denied all along.
       let probing = true;
       let leaked = 0;

@@ -184,12 +184,14 @@ Deno.test("compile: the chains of a node (golden)", () => {
     ],
     [`GLX-PLCY-E-${glxHash("deny-egress", "x")}`]: [`-j MARK --set-xmark ${mark}/${mark}`],
     [`GLX-POD-I-${glxHash("a", "x")}`]: [
+      "-s 198.18.0.1/32 -j RETURN",
       `-j MARK --set-xmark 0x0/${mark}`,
       `-j GLX-PLCY-I-${H}`,
       `-m mark --mark 0x0/${mark} -j RETURN`,
       "-j DROP",
     ],
     [`GLX-POD-E-${glxHash("b", "x")}`]: [
+      "-d 198.18.0.2/32 -j RETURN",
       `-j MARK --set-xmark 0x0/${mark}`,
       `-j GLX-PLCY-E-${glxHash("deny-egress", "x")}`,
       `-m mark --mark 0x0/${mark} -j RETURN`,
