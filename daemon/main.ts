@@ -13,6 +13,11 @@ import { CniMetrics, describeExchange, renderPolicyMetrics, serveMetrics } from 
 import type { NetworkPolicyHandle } from "./policy/mod.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers } from "../netops/netns.ts";
+import { Iptables } from "../netops/iptables.ts";
+import { PortMapper } from "./portmap.ts";
+
+/** How long the start-up port-mapping restore waits for the pod cache before it trusts the port files alone. */
+const RESTORE_SYNC_WAIT_MS = 10_000;
 
 /** How long in-flight requests may take to finish after SIGTERM. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -29,14 +34,13 @@ export function nodeName(flags: Pick<ServeFlags, "hostnameOverride">): string {
  */
 async function startPolicy(
   flags: ServeFlags,
-  node: string,
-  haveApiserver: boolean,
+  options: { node: string; haveApiserver: boolean; iptables: Iptables },
 ): Promise<NetworkPolicyHandle | undefined> {
   const log = getLog("policy");
   const { removePolicyState, startNetworkPolicy } = await import("./policy/mod.ts");
   if (!flags.networkPolicy) {
     try {
-      const removed = await removePolicyState(await (await import("../netops/iptables.ts")).Iptables.open());
+      const removed = await removePolicyState(options.iptables);
       if (removed.chainsDeleted || removed.setsDestroyed) {
         log.info(
           `--network-policy is off: removed ${removed.chainsDeleted} GLX- chains and ${removed.setsDestroyed} sets`,
@@ -47,12 +51,16 @@ async function startPolicy(
     }
     return undefined;
   }
-  if (!haveApiserver) {
+  if (!options.haveApiserver) {
     log.warn("--network-policy needs the apiserver: not enforced in standalone mode");
     return undefined;
   }
   const k8s = await loadClientNode();
-  const handle = await startNetworkPolicy(k8s, kubeConfig(k8s, flags), { node, log });
+  const handle = await startNetworkPolicy(k8s, kubeConfig(k8s, flags), {
+    node: options.node,
+    log,
+    iptables: options.iptables,
+  });
   log.info("network policy: enforcing; the rules in force stay until the first sync after the watches list");
   return handle;
 }
@@ -86,6 +94,7 @@ export async function main(args: string[]): Promise<number> {
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
   let policy: NetworkPolicyHandle | undefined;
+  let portmap: PortMapper | undefined;
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
     const node = nodeName(flags);
@@ -100,8 +109,28 @@ export async function main(args: string[]): Promise<number> {
         getLog("k8s"),
       );
     }
-    policy = await startPolicy(flags, node, pods !== undefined);
+    const iptables = await Iptables.open({ backend: flags.iptablesBackend });
+    log.info(`iptables backend: ${iptables.backend} (${iptables.commands.restore}; ${iptables.reason})`);
+    portmap = new PortMapper({
+      portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
+      iptables,
+      masqueradeBit: flags.masqueradeBit,
+      log: getLog("portmap"),
+      pods,
+    });
+    // The pods' host ports come back before any port-mapping request runs (they queue behind it); the socket
+    // serves everything else at once. A failure is logged, never fatal.
+    const source = pods;
+    portmap.restore(async () => {
+      if (!source) return undefined;
+      const nodePods = await source.nodePods(RESTORE_SYNC_WAIT_MS);
+      if (!nodePods) log.warn("pod cache not synced: port mappings restored from the port files alone");
+      return nodePods;
+    }).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
+    portmap.startPeriodic();
+    policy = await startPolicy(flags, { node, haveApiserver: pods !== undefined, iptables });
     ctx = {
+      portmap,
       config,
       confDir: flags.networkConfDir,
       cniPaths: flags.cniPaths,
@@ -113,6 +142,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
     await policy?.close();
+    await portmap?.close();
     await pods?.close();
     return 1;
   }
@@ -128,7 +158,7 @@ export async function main(args: string[]): Promise<number> {
       metrics.observe(verb, code, (performance.now() - started) / 1000);
       return reply;
     },
-    notReadyReason: () => pods?.notReadyReason(),
+    notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress
@@ -150,6 +180,7 @@ export async function main(args: string[]): Promise<number> {
   await server.shutdown(SHUTDOWN_GRACE_MS);
   await metricsServer?.shutdown();
   await policy?.close();
+  await portmap?.close();
   await pods?.close();
   log.info("stopped");
   return 0;

@@ -380,6 +380,9 @@ export async function detectIptablesBackend(
   return { backend: "nft", reason: `${nftRules} nft rules, ${legacyRules} legacy` };
 }
 
+const TRANSIENT = /Resource temporarily unavailable|holding the xtables lock|Device or resource busy/;
+const RESTORE_ATTEMPTS = 3;
+
 /** Finds the line a failed restore names (`line N failed`) in the text sent. */
 function failedLine(stderr: string, text: string): string | undefined {
   const m = /line:? (\d+)/.exec(stderr);
@@ -395,6 +398,8 @@ export class Iptables {
   readonly backend: IptablesBackend;
   /** The namespace commands run in (`null`: this process's). */
   readonly netns: string | null;
+  /** Why this backend: `given`, or `detected: <what detection saw>` (for the start-up log). */
+  readonly reason: string;
   readonly #env: Record<string, string> | undefined;
   readonly #commands: { save: string; restore: string; iptables: string };
 
@@ -402,8 +407,10 @@ export class Iptables {
     family: IpFamily,
     backend: IptablesBackend,
     netns: string | null,
+    reason: string,
     env?: Record<string, string>,
   ) {
+    this.reason = reason;
     this.family = family;
     this.backend = backend;
     this.netns = netns;
@@ -415,8 +422,24 @@ export class Iptables {
   static async open(options: IptablesOptions = {}): Promise<Iptables> {
     const family = options.family ?? 4;
     const choice = options.backend ?? "auto";
-    const backend = choice === "auto" ? (await detectIptablesBackend(options)).backend : choice;
-    return new Iptables(family, backend, options.netns ?? null, options.env);
+    const detected = choice === "auto" ? await detectIptablesBackend(options) : undefined;
+    const backend = detected?.backend ?? choice as IptablesBackend;
+    const base = baseName(family);
+    if (choice !== "auto" && !commandExists(`${base}-${backend}-restore`)) {
+      // Only the plain binaries: they must be of the backend asked for, or the rules land where nobody looks.
+      const v = await run(options.netns ?? null, [base, "--version"], options.env);
+      const actual = v.stdout.includes("nf_tables") ? "nft" : "legacy";
+      if (v.code !== 0 || actual !== backend) {
+        throw new IptablesError(
+          `iptables backend ${backend} asked for, but ${base}-${backend}-restore is not installed and ${base} is ` +
+            `${v.stdout.trim() || v.stderr.trim()}`,
+          v.code,
+          v.stderr,
+        );
+      }
+    }
+    const reason = detected ? `detected: ${detected.reason}` : "given";
+    return new Iptables(family, backend, options.netns ?? null, reason, options.env);
   }
 
   /** The programs this runner calls. */
@@ -445,7 +468,12 @@ export class Iptables {
     if (batch.isEmpty()) return;
     const text = batch.text();
     const argv = [this.#commands.restore, "--noflush", "--wait", String(XTABLES_WAIT_SECONDS)];
-    const r = await run(this.netns, argv, this.#env, text);
+    let r = await run(this.netns, argv, this.#env, text);
+    // A lock held past --wait, or nf_tables' busy generation: the kernel state is unchanged, so try again.
+    for (let attempt = 1; r.code !== 0 && TRANSIENT.test(r.stderr) && attempt < RESTORE_ATTEMPTS; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+      r = await run(this.netns, argv, this.#env, text);
+    }
     if (r.code !== 0) {
       const line = failedLine(r.stderr, text);
       const where = line === undefined ? "" : ` (near ${JSON.stringify(line)})`;

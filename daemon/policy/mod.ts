@@ -38,15 +38,15 @@ export interface NetworkPolicyHandle {
 }
 
 /**
- * Starts enforcement for `node`: detects the iptables backend, starts the watches, and resyncs fully every
+ * Starts enforcement for `node` with `iptables` (detected when not given), starts the watches, and resyncs fully every
  * {@linkcode RESYNC_INTERVAL_MS}. Nothing is written before the watches have listed.
  */
 export async function startNetworkPolicy(
   k8s: ClientNode,
   kc: KubeConfig,
-  options: { node: string; log: EngineLog; netns?: string | null },
+  options: { node: string; log: EngineLog; iptables?: Iptables; netns?: string | null },
 ): Promise<NetworkPolicyHandle> {
-  const iptables = await Iptables.open({ netns: options.netns ?? null });
+  const iptables = options.iptables ?? await Iptables.open({ netns: options.netns ?? null });
   const engine = new PolicyEngine(options.node, new PolicyApplier(iptables), options.log);
   const watches = new PolicyWatches(k8s, kc, engine, options.log);
   watches.start();

@@ -95,6 +95,8 @@ export interface FakeApiserver {
   putObject(kind: "namespaces" | "networkpolicies", obj: Record<string, unknown>): Promise<unknown>;
   /** Deletes a namespace (`namespace` "-") or a networkpolicy. */
   deleteObject(kind: "namespaces" | "networkpolicies", namespace: string, name: string): Promise<unknown>;
+  /** Removes a pod. */
+  deletePod(namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
@@ -159,6 +161,7 @@ current-context: fake
     putPod: (pod) => call("PUT", "/pods", pod),
     putObject: (kind, obj) => call("PUT", `/objects/${kind}`, obj),
     deleteObject: (kind, ns, name) => call("DELETE", `/objects/${kind}/${ns}/${name}`),
+    deletePod: (namespace, name) => call("DELETE", `/pods/${namespace}/${name}`),
     patches: () => call("GET", "/patches"),
   };
 }
@@ -187,6 +190,10 @@ export interface DaemonOptions {
   flags?: string[];
   /** Wait for /readyz (default true). */
   waitReady?: boolean;
+  /** The state folder (default `<lab>/state`; a restarted daemon passes the same). */
+  stateDir?: string;
+  /** Extra environment (e.g. `XTABLES_LOCKFILE` for a legacy-iptables daemon). */
+  env?: Record<string, string>;
 }
 
 /** Starts `galaxy serve` (through its launcher) in `lab.node` and waits until it is ready. */
@@ -194,7 +201,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
   const configPath = `${lab.dir}/galaxy.json`;
   await Deno.writeTextFile(configPath, JSON.stringify(options.galaxyJson));
   const socket = `${lab.dir}/run/galaxy.sock`;
-  const stateDir = `${lab.dir}/state`;
+  const stateDir = options.stateDir ?? `${lab.dir}/state`;
   const bin = await launcherDir();
   const args = [
     "serve",
@@ -208,7 +215,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
     ...(options.kubeconfig ? [`--kubeconfig=${options.kubeconfig}`] : []),
     ...(options.flags ?? []),
   ];
-  const process = spawnIn(lab.node, `${bin}/galaxy`, args);
+  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {
     try {
@@ -234,6 +241,8 @@ export interface PodCall {
   k8s?: { namespace: string; name: string; uid?: string };
   /** The runtime's interface name (default eth0). */
   ifname?: string;
+  /** Capability arguments (libcni puts them in `runtimeConfig`), e.g. `portMappings`. */
+  capabilityArgs?: Record<string, unknown>;
 }
 
 /** The runtime's conflist for the shim, as `galaxy install` writes it. */
@@ -259,7 +268,13 @@ export async function runtimeCall(
   }
   const request = {
     list: call.list,
-    rt: { containerId: call.containerId, netns: call.pod.path, ifname: call.ifname ?? "eth0", args },
+    rt: {
+      containerId: call.containerId,
+      netns: call.pod.path,
+      ifname: call.ifname ?? "eth0",
+      args,
+      capabilityArgs: call.capabilityArgs,
+    },
     path: [await launcherDir()],
     cacheDir: `${lab.dir}/runtime-cache`,
     valid: call.valid,
