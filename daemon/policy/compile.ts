@@ -11,9 +11,10 @@
  *   allowed, as Kubernetes requires (Galaxy dropped probes, its [BUG] 3).
  * - Both chains start with `RELATED,ESTABLISHED -j RETURN`: replies of allowed connections pass, and a policy
  *   update never cuts a connection that is already open.
- * - One chain per isolated local pod and direction (`GLX-POD-I-H` / `GLX-POD-E-H`), jumped to by address;
- *   it calls the chain of every policy that selects the pod for that direction (`GLX-PLCY-I-H` /
- *   `GLX-PLCY-E-H`). A policy chain RETURNs on an allowed packet and otherwise sets {@linkcode DENY_MARK};
+ * - One chain per list of policies that select local pods in a direction (`GLX-POD-I-H` / `GLX-POD-E-H`, H
+ *   the hash of the list), jumped to by each such pod's address (not from itself: a pod always reaches
+ *   itself); it calls the chain of each of those policies (`GLX-PLCY-I-H` / `GLX-PLCY-E-H`, H Galaxy's
+ *   hash of the policy). A policy chain RETURNs on an allowed packet and otherwise sets {@linkcode DENY_MARK};
  *   the pod chain RETURNs when the mark is clear after a policy (policies are OR'ed) and DROPs at its end.
  * - Peers live in ipsets: pods (hash:ip, one set per selector peer), CIDRs minus exceptions (hash:net,
  *   computed exactly, one per rule), and named ports resolved per pod (hash:ip,port of `podIP,proto:port`,
@@ -35,6 +36,7 @@ import {
   DENY_MARK,
   EGRESS_CHAIN,
   glxHash,
+  hash16,
   INGRESS_CHAIN,
   podChain,
   policyChain,
@@ -367,19 +369,22 @@ function compileNamespace(policies: Policy[], local: Pod[]): NamespaceRules {
   for (const pod of local) {
     const policies = podPolicies.get(pod);
     if (!policies) continue;
-    const hash = glxHash(pod.name, pod.namespace);
     for (const dir of ["I", "E"] as const) {
       if (!policies[dir].length) continue;
-      const chain = podChain(hash, dir);
+      // Pods selected by the same policies share one chain, named by that list: a pod event then changes
+      // one jump line, and the ruleset stays small.
+      const chain = podChain(hash16(`${dir}:${policies[dir].join(",")}`), dir);
+      if (!out.chains.has(chain)) {
+        const rules = [CLEAR_MARK];
+        for (const p of policies[dir]) rules.push(`-j ${p}`, IF_ALLOWED, CLEAR_MARK);
+        rules.pop();
+        rules.push("-j DROP");
+        out.chains.set(chain, rules);
+      }
       // A pod cannot block access to itself (a hairpin through a Service comes back through FORWARD).
-      const rules = [`${dir === "I" ? "-s" : "-d"} ${pod.ip}/32 -j RETURN`, CLEAR_MARK];
-      for (const p of policies[dir]) rules.push(`-j ${p}`, IF_ALLOWED, CLEAR_MARK);
-      rules.pop();
-      rules.push("-j DROP");
-      out.chains.set(chain, rules);
-      const jump = `${
-        dir === "I" ? "-d" : "-s"
-      } ${pod.ip}/32 -m comment --comment ${pod.namespace}/${pod.name} -j ${chain}`;
+      const [self, other] = dir === "I" ? ["-d", "-s"] : ["-s", "-d"];
+      const jump =
+        `${self} ${pod.ip}/32 ! ${other} ${pod.ip}/32 -m comment --comment ${pod.namespace}/${pod.name} -j ${chain}`;
       out.jumps[dir].push([pod.ip!, jump]);
     }
   }

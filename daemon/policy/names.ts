@@ -42,7 +42,8 @@ function base32(bytes: Uint8Array): string {
 const hashCache = new Map<string, string>();
 const HASH_CACHE_MAX = 100_000;
 
-function hash16(text: string): string {
+/** The first 16 characters of the base32 SHA-256 of `text` (cached). */
+export function hash16(text: string): string {
   let h = hashCache.get(text);
   if (h === undefined) {
     if (hashCache.size >= HASH_CACHE_MAX) hashCache.clear();
@@ -62,7 +63,10 @@ export function policyChain(hash: string, dir: "I" | "E"): string {
   return `GLX-PLCY-${dir}-${hash}`;
 }
 
-/** The ingress or egress chain of a pod on this node (`GLX-POD-I-<hash>` / `GLX-POD-E-<hash>`). */
+/**
+ * The ingress or egress chain shared by the pods of this node that one list of policies selects
+ * (`GLX-POD-I-<hash>` / `GLX-POD-E-<hash>`; Galaxy had one `GLX-POD-<hash of the pod>` per pod).
+ */
 export function podChain(hash: string, dir: "I" | "E"): string {
   return `GLX-POD-${dir}-${hash}`;
 }

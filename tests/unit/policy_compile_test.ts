@@ -12,7 +12,7 @@ import { blocksToCidrs, cidrRange } from "../../daemon/policy/cidr.ts";
 import { compile, type Compiled } from "../../daemon/policy/compile.ts";
 import { PolicyEngine } from "../../daemon/policy/engine.ts";
 import { type Pod, podFromObject, policyFromObject, type PolicyModel } from "../../daemon/policy/model.ts";
-import { contentSet, glxHash } from "../../daemon/policy/names.ts";
+import { contentSet, glxHash, hash16 } from "../../daemon/policy/names.ts";
 import { matches } from "../../daemon/policy/selector.ts";
 import { unwrapTombstone } from "../../daemon/policy/watch.ts";
 import { renderPolicyMetrics } from "../../daemon/metrics.ts";
@@ -176,6 +176,8 @@ Deno.test("compile: the chains of a node (golden)", () => {
   const H = glxHash("from-b", "x");
   const peer = [...c.specs.keys()][0];
   const mark = "0x2000000";
+  const podI = `GLX-POD-I-${hash16(`I:GLX-PLCY-I-${H}`)}`;
+  const podE = `GLX-POD-E-${hash16(`E:GLX-PLCY-E-${glxHash("deny-egress", "x")}`)}`;
   assert.deepEqual(Object.fromEntries(c.chains), {
     [`GLX-PLCY-I-${H}`]: [
       `-m set --match-set ${peer} src -p tcp -m multiport --dports 80,8000:8080 -j RETURN`,
@@ -183,15 +185,13 @@ Deno.test("compile: the chains of a node (golden)", () => {
       `-j MARK --set-xmark ${mark}/${mark}`,
     ],
     [`GLX-PLCY-E-${glxHash("deny-egress", "x")}`]: [`-j MARK --set-xmark ${mark}/${mark}`],
-    [`GLX-POD-I-${glxHash("a", "x")}`]: [
-      "-s 198.18.0.1/32 -j RETURN",
+    [podI]: [
       `-j MARK --set-xmark 0x0/${mark}`,
       `-j GLX-PLCY-I-${H}`,
       `-m mark --mark 0x0/${mark} -j RETURN`,
       "-j DROP",
     ],
-    [`GLX-POD-E-${glxHash("b", "x")}`]: [
-      "-d 198.18.0.2/32 -j RETURN",
+    [podE]: [
       `-j MARK --set-xmark 0x0/${mark}`,
       `-j GLX-PLCY-E-${glxHash("deny-egress", "x")}`,
       `-m mark --mark 0x0/${mark} -j RETURN`,
@@ -199,11 +199,11 @@ Deno.test("compile: the chains of a node (golden)", () => {
     ],
     "GLX-INGRESS": [
       "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
-      `-d 198.18.0.1/32 -m comment --comment x/a -j GLX-POD-I-${glxHash("a", "x")}`,
+      `-d 198.18.0.1/32 ! -s 198.18.0.1/32 -m comment --comment x/a -j ${podI}`,
     ],
     "GLX-EGRESS": [
       "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
-      `-s 198.18.0.2/32 -m comment --comment x/b -j GLX-POD-E-${glxHash("b", "x")}`,
+      `-s 198.18.0.2/32 ! -d 198.18.0.2/32 -m comment --comment x/b -j ${podE}`,
     ],
   });
   assert.deepEqual(members(c), { [peer]: ["198.18.0.2"] });
@@ -265,6 +265,19 @@ Deno.test("compile: named ports resolve per target pod (ingress) and per destina
     ["198.18.0.1,tcp:8080", "198.18.0.2,tcp:9090"],
     ["198.18.0.1,tcp:8080", "198.18.0.2,tcp:9090", "198.18.1.4,tcp:7070"],
   ]);
+});
+
+Deno.test("compile: pods selected by the same policies share one pod chain", () => {
+  const pods = [1, 2, 3].map((i) => pod("x", `p${i}`, `198.18.0.${i}`, { app: i < 3 ? "web" : "db" }));
+  const c = compile(model([
+    np("x", "all", { ingress: [{ from: [{ podSelector: {} }] }] }),
+    np("x", "web", { podSelector: { matchLabels: { app: "web" } }, ingress: [{ ports: [{ port: 80 }] }] }),
+  ], pods));
+  const podChains = [...c.chains.keys()].filter((n) => n.startsWith("GLX-POD-I-"));
+  assert.equal(podChains.length, 2, "web pods share a chain, the db pod has its own");
+  const jumps = c.chains.get("GLX-INGRESS")!.slice(1).map((r) => r.split(" -j ")[1]);
+  assert.equal(jumps[0], jumps[1]);
+  assert.notEqual(jumps[0], jumps[2]);
 });
 
 Deno.test("compile: nothing isolated here means no chain and no set", () => {
