@@ -131,7 +131,8 @@ export class PolicyApplier {
     const chainsDeleted = this.#rewriteAll(batch, table, next);
     await this.#iptables.restore(batch);
     const stale = [...existing.keys()].filter((n) => !next.specs.has(n));
-    await this.#destroy(stale);
+    this.#pendingDestroy.clear(); // the kernel was just read: stale covers what is left
+    await this.#destroy(stale, 5);
     this.#remember(next);
     return {
       fresh: true,
@@ -217,7 +218,9 @@ export class PolicyApplier {
         replace.push(name);
       }
     }
-    const existing = new Set(replace.filter((n) => applied.has(n)));
+    // A set waiting to be destroyed that is wanted again still exists: it is refilled by swap.
+    const existing = new Set(replace.filter((n) => applied.has(n) || this.#pendingDestroy.has(n)));
+    for (const n of existing) this.#pendingDestroy.delete(n);
     const setLines = [
       ...replaceSetsBatch(replace.map((n) => this.#content(next, n)), existing, this.#tmpName()),
       ...memberChangesBatch(changes),
@@ -265,7 +268,7 @@ export class PolicyApplier {
     if (wantTop && !hadTop) this.#insertJumps(batch);
     await Promise.all([setsDone, this.#iptables.restore(batch)]);
     const stale = [...applied.keys()].filter((n) => !next.specs.has(n));
-    await this.#destroy(stale);
+    await this.#destroy(stale, 0);
     this.#remember(next, touched && replace.length === 0 ? changes.map((c) => c.set) : undefined);
     return {
       fresh: false,
@@ -277,12 +280,23 @@ export class PolicyApplier {
     };
   }
 
+  /** Sets that could not be destroyed yet (still referenced for a moment), for {@linkcode destroyPending}. */
+  get pending(): number {
+    return this.#pendingDestroy.size;
+  }
+
+  /** Destroys the sets left over by earlier applies, waiting a little for references to go. */
+  destroyPending(): Promise<void> {
+    return this.#destroy([], 5);
+  }
+
   /**
    * Destroys sets no rule uses. With the nf_tables backend the kernel drops the rules' references to a set
-   * after the commit, asynchronously, so a destroy right after can find the set still "in use": retried a
-   * few times, then left for the next apply (sets that stay behind are harmless: nothing matches on them).
+   * after the commit, asynchronously, so a destroy right after can find the set still "in use": it is then
+   * retried up to `retries` times, and otherwise left pending (a set that stays behind is harmless: no rule
+   * matches on it).
    */
-  async #destroy(names: string[]): Promise<void> {
+  async #destroy(names: string[], retries: number): Promise<void> {
     const all = [...new Set([...names, ...this.#pendingDestroy])];
     if (!all.length) return;
     for (let attempt = 0;; attempt++) {
@@ -291,17 +305,12 @@ export class PolicyApplier {
         this.#pendingDestroy.clear();
         return;
       } catch (e) {
-        const left = (await listIpsets(this.#netns).catch(() => [])).map((h) => h.name);
-        const remaining = all.filter((n) => left.includes(n));
+        const left = new Set((await listIpsets(this.#netns).catch(() => [])).map((h) => h.name));
+        const remaining = all.filter((n) => left.has(n));
         all.splice(0, all.length, ...remaining);
-        if (!all.length) {
-          this.#pendingDestroy.clear();
-          return;
-        }
-        if (attempt >= 5 || !/in use/i.test((e as Error).message)) {
-          this.#pendingDestroy = new Set(all);
-          return;
-        }
+        this.#pendingDestroy = new Set(all);
+        if (!all.length) return;
+        if (attempt >= retries || !/in use/i.test((e as Error).message)) return;
         await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
       }
     }

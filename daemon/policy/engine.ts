@@ -12,7 +12,9 @@ import { compile, type Compiled, compileRules, fillSets, podEntries, RulesCache 
 import { keyOf, type Pod, type Policy, type PolicyModel } from "./model.ts";
 
 /** What the engine needs of an applier ({@linkcode PolicyApplier} is the real one). */
-export type Applier = Pick<PolicyApplier, "apply" | "forget">;
+export type Applier =
+  & Pick<PolicyApplier, "apply" | "forget">
+  & Partial<Pick<PolicyApplier, "pending" | "destroyPending">>;
 
 /** Where the engine logs. */
 export interface EngineLog {
@@ -75,6 +77,8 @@ export class PolicyEngine {
   #timer?: ReturnType<typeof setTimeout>;
   #running?: Promise<void>;
   #closed = false;
+  #cleanup = false;
+  #cleanupTimer?: ReturnType<typeof setTimeout>;
   /** Debounce of full compiles after policy and namespace events. */
   debounceMs = 50;
   /** Delay before a failed sync is retried. */
@@ -195,19 +199,26 @@ export class PolicyEngine {
     if (this.#running || this.#closed) return;
     this.#running = this.#pump().catch((e) => this.#failed(e)).finally(() => {
       this.#running = undefined;
-      if ((this.#fullPending && this.#timer === undefined) || this.#podChanges.length) this.#kick();
+      if ((this.#fullPending && this.#timer === undefined) || this.#podChanges.length || this.#cleanup) {
+        this.#kick();
+      }
     });
   }
 
   /** Resolves when nothing is queued or running (tests, shutdown). */
   async idle(): Promise<void> {
-    while (this.#running || this.#timer !== undefined) {
+    while (this.#running || this.#timer !== undefined || this.#cleanupTimer !== undefined || this.#cleanup) {
       if (this.#running) await this.#running;
       else await new Promise((r) => setTimeout(r, 5));
     }
   }
 
   async #pump(): Promise<void> {
+    if (this.#cleanup && !this.#fullPending && !this.#podChanges.length) {
+      this.#cleanup = false;
+      await this.#applier.destroyPending?.();
+      return;
+    }
     if (this.#fullPending) {
       this.#fullPending = false;
       this.#podChanges = [];
@@ -227,6 +238,7 @@ export class PolicyEngine {
       this.#fresh = false;
       const stats = await this.#applier.apply(next);
       this.#current = next;
+      this.#scheduleCleanup();
       this.counters.fullSyncs++;
       this.counters.lastFullSeconds = (performance.now() - started) / 1000;
       this.counters.chains = next.chains.size;
@@ -287,6 +299,7 @@ export class PolicyEngine {
       }
       await this.#applier.apply(next, touched);
       this.#current = next;
+      this.#scheduleCleanup();
       this.counters.incrementalSyncs++;
       this.counters.lastIncrementalSeconds = (performance.now() - started) / 1000;
       this.counters.chains = next.chains.size;
@@ -294,6 +307,16 @@ export class PolicyEngine {
     } catch (e) {
       this.#failed(e);
     }
+  }
+
+  /** Sets the last apply could not destroy yet go a little later, off the path of the next event. */
+  #scheduleCleanup(): void {
+    if (!this.#applier.pending || this.#cleanupTimer !== undefined || this.#closed) return;
+    this.#cleanupTimer = setTimeout(() => {
+      this.#cleanupTimer = undefined;
+      this.#cleanup = true;
+      this.#kick();
+    }, 100);
   }
 
   #failed(e: unknown): void {
@@ -316,7 +339,10 @@ export class PolicyEngine {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#cleanupTimer !== undefined) clearTimeout(this.#cleanupTimer);
     this.#timer = undefined;
+    this.#cleanupTimer = undefined;
+    this.#cleanup = false;
     await this.#running;
   }
 }
