@@ -84,6 +84,7 @@ export class PolicyEngine {
   /** Delay before a failed sync is retried. */
   retryMs = 2000;
 
+  /** An engine for `node`'s pods, writing through `applier`. */
   constructor(node: string, applier: Applier, log: EngineLog) {
     this.model = { policies: [], pods: new Map(), namespaces: new Map(), node };
     this.#applier = applier;

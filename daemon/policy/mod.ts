@@ -10,7 +10,10 @@ import { type ApplyStats, PolicyApplier } from "./apply.ts";
 import { type EngineLog, PolicyEngine } from "./engine.ts";
 import { PolicyWatches } from "./watch.ts";
 
-export { PolicyApplier } from "./apply.ts";
+export { type ApplyStats, PolicyApplier, type Touched } from "./apply.ts";
+export type { Compiled, CompiledRules, SetSpec } from "./compile.ts";
+export type { Pod, Policy, PolicyModel } from "./model.ts";
+export { PolicyWatches } from "./watch.ts";
 export { type EngineLog, type PolicyCounters, PolicyEngine } from "./engine.ts";
 
 /**

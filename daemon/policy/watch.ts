@@ -52,6 +52,7 @@ export class PolicyWatches {
   #cluster?: Watched;
   #closed = false;
 
+  /** Watches for `engine` through the cluster `kc` points at. */
   constructor(k8s: ClientNode, kc: KubeConfig, engine: PolicyEngine, log: EngineLog) {
     this.#k8s = k8s;
     this.#kc = kc;
