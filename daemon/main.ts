@@ -146,7 +146,8 @@ export async function main(args: string[]): Promise<number> {
       confDir: flags.networkConfDir,
       cniPaths: flags.cniPaths,
       stateDir: flags.stateDir,
-      pods,
+      // With policy on, a new pod's ADD returns once its rules are in the kernel.
+      pods: pods && policy ? policy.podSource(pods) : pods,
       log: getLog("cni"),
       pluginEnv: Deno.env.toObject(),
       gcGraceMs: flags.gcGracePeriodMs,

@@ -68,6 +68,7 @@ export class PolicyEngine {
   readonly #applier: Applier;
   readonly #log: EngineLog;
   readonly #policies = new Map<string, Policy>();
+  readonly #cniIps = new Map<string, string>();
   #current?: Compiled;
   readonly #rulesCache = new RulesCache();
   #ready = false;
@@ -129,8 +130,33 @@ export class PolicyEngine {
     if (this.model.namespaces.delete(name)) this.#scheduleFull();
   }
 
+  /**
+   * A pod of this node got `ip` from its CNI ADD, before the apiserver knows it: its rules are written now,
+   * and the address is kept while the watch still reports the pod without one. Resolves once applied, or
+   * after `timeoutMs`.
+   */
+  async podAddressFromCni(pod: Pod, ip: string, timeoutMs = 2000): Promise<void> {
+    const key = keyOf(pod);
+    this.#cniIps.set(key, ip);
+    this.#setPod({ ...pod, nodeName: this.model.node, ip });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.idle(), new Promise<void>((r) => timer = setTimeout(r, timeoutMs))]);
+    clearTimeout(timer);
+  }
+
   /** Adds or replaces a pod. */
   setPod(pod: Pod): void {
+    const key = keyOf(pod);
+    const cniIp = this.#cniIps.get(key);
+    if (cniIp !== undefined) {
+      // The watch is behind the CNI ADD until the kubelet reports the address; from then on it is the truth.
+      if (pod.ip) this.#cniIps.delete(key);
+      else if (pod.nodeName === this.model.node) pod = { ...pod, ip: cniIp };
+    }
+    this.#setPod(pod);
+  }
+
+  #setPod(pod: Pod): void {
     const key = keyOf(pod);
     const old = this.model.pods.get(key);
     if (samePod(old, pod)) {
@@ -144,6 +170,7 @@ export class PolicyEngine {
   /** Removes a pod. */
   deletePod(namespace: string, name: string): void {
     const key = `${namespace}/${name}`;
+    this.#cniIps.delete(key);
     const old = this.model.pods.get(key);
     if (!old) return;
     this.model.pods.delete(key);

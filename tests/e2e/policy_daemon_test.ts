@@ -7,7 +7,13 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type FakeApiserver, startDaemon, startFakeApiserver } from "../helpers/daemon.ts";
+import {
+  type FakeApiserver,
+  runtimeCall,
+  shimList,
+  startDaemon,
+  startFakeApiserver,
+} from "../helpers/daemon.ts";
 import { kernelTest, type Lab, mustRun, withLab } from "../helpers/netns.ts";
 import { glxHash } from "../../daemon/policy/names.ts";
 
@@ -107,6 +113,72 @@ kernelTest(
         const out2 = await daemon.process.stop("SIGTERM");
         daemon = undefined;
         assert.equal(out2.code, 0, out2.stderr);
+      } finally {
+        if (daemon) await daemon.process.stop("SIGKILL");
+        await api.process.stop("SIGTERM");
+      }
+    });
+  },
+);
+
+kernelTest(
+  "e2e: with --network-policy, a new pod's ADD returns only once its rules are in the kernel",
+  async () => {
+    await withLab("npadd", async (lab) => {
+      const api = await startFakeApiserver(lab);
+      let daemon;
+      try {
+        await api.putObject("namespaces", { metadata: { name: "x" } });
+        await api.putObject("networkpolicies", {
+          metadata: { namespace: "x", name: "deny" },
+          spec: { podSelector: {} },
+        });
+        // The pod as the apiserver has it at ADD time: scheduled here, no address yet (and it never gets one:
+        // this fake kubelet reports nothing).
+        await api.putPod({
+          metadata: { namespace: "x", name: "p", labels: { app: "p" } },
+          spec: { nodeName: NODE },
+        });
+        const galaxyJson = {
+          NetworkConf: [{
+            name: "net",
+            type: "bridge",
+            bridge: "gtnpbr0",
+            isGateway: true,
+            ipam: {
+              type: "host-local",
+              dataDir: `${lab.dir}/ipam`,
+              ranges: [[{ subnet: "198.18.41.0/24" }]],
+            },
+          }],
+          DefaultNetworks: ["net"],
+        };
+        daemon = await startDaemon(lab, {
+          galaxyJson,
+          kubeconfig: api.kubeconfig,
+          flags: ["--network-policy"],
+        });
+        const netns = await lab.pod("p");
+        const call = {
+          containerId: "ctr-np-add",
+          pod: netns,
+          k8s: { namespace: "x", name: "p" },
+          list: shimList(daemon.socket),
+        };
+        const add = await runtimeCall(lab, "add", call);
+        assert.equal(add.code, 0, add.stdout + add.stderr);
+        const ip = JSON.parse(add.stdout).ips[0].address.split("/")[0];
+        const { rules } = await kernel(lab);
+        assert.match(
+          rules,
+          new RegExp(`-d ${ip.replaceAll(".", "\\.")}/32 .*-j GLX-POD-I-`),
+          `no rules for ${ip} when ADD returned:\n${rules}`,
+        );
+        const del = await runtimeCall(lab, "del", call);
+        assert.equal(del.code, 0, del.stdout);
+        const out = await daemon.process.stop("SIGTERM");
+        daemon = undefined;
+        assert.equal(out.code, 0, out.stderr);
       } finally {
         if (daemon) await daemon.process.stop("SIGKILL");
         await api.process.stop("SIGTERM");

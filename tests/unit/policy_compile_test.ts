@@ -16,6 +16,7 @@ import { contentSet, glxHash, hash16 } from "../../daemon/policy/names.ts";
 import { matches } from "../../daemon/policy/selector.ts";
 import { unwrapTombstone } from "../../daemon/policy/watch.ts";
 import { renderPolicyMetrics } from "../../daemon/metrics.ts";
+import { enforcingPodSource } from "../../daemon/policy/mod.ts";
 import { scaleModel, scalePod } from "../bench/policy_scale.ts";
 
 type Obj = Record<string, unknown>;
@@ -405,5 +406,54 @@ Deno.test("engine: dropping the pods of other nodes recompiles without them", as
   engine.dropRemotePods();
   await engine.idle();
   assert.deepEqual(Object.values(members(applier.applied.at(-1)!)), [["198.18.0.1"]]);
+  await engine.close();
+});
+
+Deno.test("CNI ADD: the new pod's rules are applied before its annotation is written, and kept until the watch has its IP", async () => {
+  const applier = new FakeApplier();
+  const engine = new PolicyEngine("n1", applier as never, silent);
+  engine.debounceMs = 0;
+  engine.setPolicy(np("x", "deny", {}));
+  const obj = {
+    metadata: { namespace: "x", name: "new", labels: { app: "a" } },
+    spec: { nodeName: "n1" },
+    status: {},
+  };
+  engine.setPod(podFromObject(obj)!); // the watch saw the pod before it had an address
+  engine.ready();
+  await engine.idle();
+  assert.equal(applier.applied.at(-1)!.chains.size, 0, "nothing to isolate without an address");
+  const written: string[] = [];
+  const source = enforcingPodSource(
+    {
+      getPod: () => Promise.resolve(obj as never),
+      setNetworkStatus: (_ns, _name, value) => {
+        written.push(value);
+        // By now the pod's chain must be in the applied state.
+        assert.ok(
+          applier.applied.at(-1)!.chains.get("GLX-INGRESS")!.some((r) => r.startsWith("-d 198.18.9.9/32")),
+        );
+        return Promise.resolve();
+      },
+      notReadyReason: () => undefined,
+    },
+    engine,
+    silent,
+  );
+  await source.getPod("x", "new");
+  await source.setNetworkStatus(
+    "x",
+    "new",
+    JSON.stringify([{ name: "n", interface: "eth0", ips: ["198.18.9.9"], default: true }]),
+  );
+  assert.equal(written.length, 1);
+  // The watch reports the pod again, still without an address (our own annotation patch): the rules stay.
+  engine.setPod(podFromObject({ ...obj, metadata: { ...obj.metadata, annotations: { a: "b" } } })!);
+  await engine.idle();
+  assert.ok(applier.applied.at(-1)!.chains.get("GLX-INGRESS")!.some((r) => r.startsWith("-d 198.18.9.9/32")));
+  // Deleted: gone.
+  engine.deletePod("x", "new");
+  await engine.idle();
+  assert.equal(applier.applied.at(-1)!.chains.size, 0);
   await engine.close();
 });
