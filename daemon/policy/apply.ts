@@ -98,9 +98,14 @@ export class PolicyApplier {
     }
   }
 
+  /**
+   * Temporary set names for one batch. Random, not by PID: in a container the daemon is PID 1 on every start,
+   * and a crash between `create` and `swap` leaves a temporary set that the next run must not trip over
+   * (the next fresh apply destroys it as an unwanted `GLX-` set).
+   */
   #tmpName(): (i: number) => string {
-    const run = (this.#tmp++).toString(36);
-    return (i) => `${PREFIX}tmp-${Deno.pid.toString(36)}-${run}-${i.toString(36)}`;
+    const run = `${crypto.randomUUID().slice(0, 6)}${(this.#tmp++).toString(36)}`;
+    return (i) => `${PREFIX}tmp-${run}-${i.toString(36)}`;
   }
 
   #content(next: Compiled, name: string) {
