@@ -6,7 +6,14 @@
  */
 import { versionLine } from "../cli/version.ts";
 import { loadGalaxyConfig } from "./config.ts";
-import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
+import {
+  FlagError,
+  notInEffectWarning,
+  parseServeFlags,
+  type ServeFlags,
+  serveHelp,
+  splitHostPort,
+} from "./flags.ts";
 import { EniKeeper } from "./eni.ts";
 import { GarbageCollector } from "./gc.ts";
 import {
@@ -23,7 +30,7 @@ import { configureLogging, getLog } from "./log.ts";
 import { CniMetrics, Counters, describeExchange, renderPolicyMetrics, serveMetrics } from "./metrics.ts";
 import type { NetworkPolicyHandle } from "./policy/mod.ts";
 import { startServer } from "./server.ts";
-import { configureNetnsWorkers } from "../netops/netns.ts";
+import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 import { Iptables } from "../netops/iptables.ts";
 import { PortMapper } from "./portmap.ts";
 
@@ -101,6 +108,8 @@ export async function main(args: string[]): Promise<number> {
   configureNetnsWorkers({ executor: "worker" });
   const log = getLog("daemon");
   log.info(`starting ${versionLine()}`);
+  const notInEffect = notInEffectWarning(flags);
+  if (notInEffect) log.warn(notInEffect);
 
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
@@ -200,6 +209,8 @@ export async function main(args: string[]): Promise<number> {
   await policy?.close();
   await portmap?.close();
   await pods?.close();
+  // The setns workers end with the daemon rather than with Deno.exit, so none is killed in the middle of a step.
+  await shutdownNetnsWorkers();
   log.info("stopped");
   return 0;
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { CNI_CONF_NAME, cniConfText, EXAMPLE_GALAXY_JSON } from "../../cli/install.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";
-import { EXECUTABLE_NAMES } from "../../tools/launchers.ts";
+import { EXECUTABLE_NAMES } from "../../cli/launchers.ts";
 import { launcherDir } from "../helpers/launchers.ts";
 import { runCommand } from "../helpers/netns.ts";
 
