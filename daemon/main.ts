@@ -33,7 +33,13 @@ import { startServer } from "./server.ts";
 import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 import { Iptables } from "../netops/iptables.ts";
 import { PortMapper } from "./portmap.ts";
-import { type AuditContext, auditMetrics, type AuditReport, runAudit } from "./audit.ts";
+import {
+  type AuditContext,
+  auditMetrics,
+  type AuditReport,
+  type PolicyInventory,
+  runAudit,
+} from "./audit.ts";
 import { FailureReporter } from "./failure.ts";
 import { planPod } from "./plan.ts";
 import { DEFAULT_LOCK_DIR } from "../cni/plugins/kit/sriov_state.ts";
@@ -57,15 +63,16 @@ export function nodeName(flags: Pick<ServeFlags, "hostnameOverride">): string {
 /**
  * `--network-policy`: starts enforcement (it needs the apiserver). Without the flag, removes whatever `GLX-`
  * chains and sets a previous run (ours or Go Galaxy's) left, best effort: a node without iptables or ipset
- * has nothing to remove.
+ * has nothing to remove. Either way, also what the audit should take as owned `GLX-` state.
  */
 async function startPolicy(
   flags: ServeFlags,
   options: { node: string; haveApiserver: boolean; iptables: Iptables },
-): Promise<NetworkPolicyHandle | undefined> {
+): Promise<{ handle?: NetworkPolicyHandle; inventory: PolicyInventory }> {
   const log = getLog("policy");
-  const { removePolicyState, startNetworkPolicy } = await import("./policy/mod.ts");
+  const { removePolicyState, startNetworkPolicy, unownedInventory } = await import("./policy/mod.ts");
   if (!flags.networkPolicy) {
+    const inventory = unownedInventory(options.iptables, "--network-policy is off: no policy engine owns it");
     try {
       const removed = await removePolicyState(options.iptables);
       if (removed.chainsDeleted || removed.setsDestroyed) {
@@ -76,11 +83,13 @@ async function startPolicy(
     } catch (e) {
       log.v(2, `--network-policy is off; no policy state removed: ${(e as Error).message}`);
     }
-    return undefined;
+    return { inventory };
   }
   if (!options.haveApiserver) {
     log.warn("--network-policy needs the apiserver: not enforced in standalone mode");
-    return undefined;
+    return {
+      inventory: unownedInventory(options.iptables, "standalone mode: no policy engine runs to own it"),
+    };
   }
   const k8s = await loadClientNode();
   const handle = await startNetworkPolicy(k8s, kubeConfig(k8s, flags), {
@@ -89,7 +98,7 @@ async function startPolicy(
     iptables: options.iptables,
   });
   log.info("network policy: enforcing; the rules in force stay until the first sync after the watches list");
-  return handle;
+  return { handle, inventory: handle.inventory };
 }
 
 /** Runs the daemon until a signal stops it; returns the exit code. */
@@ -125,6 +134,7 @@ export async function main(args: string[]): Promise<number> {
   let policy: NetworkPolicyHandle | undefined;
   let portmap: PortMapper | undefined;
   let iptables: Iptables | undefined;
+  let policyInventory: PolicyInventory | undefined;
   const metrics = new CniMetrics();
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
@@ -159,7 +169,11 @@ export async function main(args: string[]): Promise<number> {
       return nodePods;
     }).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
     portmap.startPeriodic();
-    policy = await startPolicy(flags, { node, haveApiserver: pods !== undefined, iptables });
+    ({ handle: policy, inventory: policyInventory } = await startPolicy(flags, {
+      node,
+      haveApiserver: pods !== undefined,
+      iptables,
+    }));
     ctx = {
       portmap,
       config,
@@ -198,6 +212,7 @@ export async function main(args: string[]): Promise<number> {
     portmap,
     portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
     sriovDirs: sriovRecordDirs(ctx.config),
+    policies: policyInventory,
     isBusy: isContainerBusy,
     busyContainers,
     withLock: withContainerLock,
@@ -217,7 +232,8 @@ export async function main(args: string[]): Promise<number> {
       return reply;
     },
     notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
-    plan: (namespace, name, ifname) => planPod(ctx, namespace, name, ifname),
+    plan: (namespace, name, ifname) =>
+      planPod({ ...ctx, policies: policy?.selector }, namespace, name, ifname),
     audit,
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
