@@ -475,12 +475,22 @@ async function policyOrphans(
   inventory: PolicyInventory,
   report: AuditReport,
 ): Promise<Planned[]> {
-  const expected = await inventory.expectedObjects();
-  if (!expected) {
+  // Owned is what the desired state held before or after the kernel was read: a sync in between neither
+  // makes its new objects nor the ones it just deleted look like orphans.
+  const before = await inventory.expectedObjects();
+  const [filter, sets] = before
+    ? await Promise.all([iptables.save("filter"), inventory.presentSets()])
+    : [undefined, []];
+  const after = before && await inventory.expectedObjects();
+  if (!before || !after || !filter) {
     report.errors.push("network policy: the engine has not synced yet; GLX- chains and sets not checked");
     return [];
   }
-  const [filter, sets] = await Promise.all([iptables.save("filter"), inventory.presentSets()]);
+  const expected = {
+    chains: new Set([...before.chains, ...after.chains]),
+    sets: new Set([...before.sets, ...after.sets]),
+    why: after.why,
+  };
   const chains = [...filter.chains.values()].filter((c) => c.name.startsWith("GLX-"));
   report.checked["policy-chains"] = chains.length;
   report.checked["policy-sets"] = sets.length;

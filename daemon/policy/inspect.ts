@@ -38,7 +38,9 @@ export function engineInventory(engine: PolicyEngine, iptables: Iptables): Polic
   return {
     async expectedObjects() {
       // A sync in progress may be between creating and destroying a set: look when the engine is still.
-      await Promise.race([engine.idle(), new Promise((r) => setTimeout(r, 2000))]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([engine.idle(), new Promise((r) => timer = setTimeout(r, 2000))]);
+      clearTimeout(timer);
       const owned = engine.owned();
       if (!owned) return undefined;
       const why =
@@ -49,8 +51,7 @@ export function engineInventory(engine: PolicyEngine, iptables: Iptables): Polic
     presentSets: () => presentSets(iptables.netns),
     async removeOrphans() {
       await engine.syncNow();
-      return "full policy sync: every GLX- chain and set replaced by the engine's state (one ipset restore, " +
-        "one iptables-restore)";
+      return "full policy sync: all GLX- state replaced by the engine's (one atomic iptables-restore)";
     },
   };
 }
@@ -59,7 +60,12 @@ export function engineInventory(engine: PolicyEngine, iptables: Iptables): Polic
 export function unownedInventory(iptables: Iptables, why: string): PolicyInventory {
   return {
     expectedObjects: () => Promise.resolve({ chains: new Set(), sets: new Set(), why }),
-    presentSets: () => presentSets(iptables.netns),
+    // A node that never ran policy may have no ipset command at all (exit 127): it has no sets either.
+    presentSets: () =>
+      presentSets(iptables.netns).catch((e) => {
+        if (/failed \(127\)/.test((e as Error).message)) return [];
+        throw e;
+      }),
     async removeOrphans() {
       const stats = await removePolicyState(iptables);
       return `policy applier with an empty state: ${stats.chainsDeleted} GLX- chains deleted, ` +
