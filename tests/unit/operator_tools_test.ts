@@ -470,3 +470,40 @@ Deno.test("audit: GLX- chains and sets outside the owned state are orphans; --fi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("engine: owned() is the last applied state, none before the first sync; syncNow() waits for a fresh one", async () => {
+  const applied: boolean[] = [];
+  let fresh = true;
+  const applier = {
+    apply: () => {
+      applied.push(fresh);
+      const stats = {
+        fresh,
+        setsWritten: 0,
+        membersChanged: 0,
+        setsDestroyed: 0,
+        chainsWritten: 0,
+        chainsDeleted: 0,
+      };
+      fresh = false;
+      return Promise.resolve(stats);
+    },
+    forget: () => fresh = true,
+  };
+  const engine = new PolicyEngine("node-a", applier, { error() {}, warn() {}, v() {} });
+  engine.debounceMs = 0;
+  engine.setPolicy(
+    policyFromObject({ metadata: { namespace: "x", name: "deny" }, spec: { podSelector: {} } }),
+  );
+  engine.setPod({ namespace: "x", name: "a", labels: {}, ip: "198.18.0.2", nodeName: "node-a", ports: [] });
+  assert.equal(engine.owned(), undefined);
+  await assert.rejects(engine.syncNow(), /not running its syncs/);
+  engine.ready();
+  await engine.idle();
+  const owned = engine.owned()!;
+  assert.ok(owned.chains.has("GLX-INGRESS") && [...owned.chains].some((c) => c.startsWith("GLX-POD-I-")));
+  assert.deepEqual(applied, [true]);
+  await engine.syncNow(5000);
+  assert.deepEqual(applied, [true, true], "syncNow's sync re-read the kernel");
+  await engine.close();
+});
