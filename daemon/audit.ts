@@ -11,7 +11,8 @@
  * `--fix` releases the orphans it found through the code DEL and the GC use, each under its container's
  * lock: a dead container's state through its plugins' DEL, port files and `KUBE-HP-*` chains through the port
  * mapper, IP files under host-local's lock after re-checking their owner, veths by `ip link del` after
- * checking no request for them started. Mismatches and findings that have no such path are reported only.
+ * checking no request for them started, `GLX-*` chains and sets by one full sync of the policy applier.
+ * Mismatches and findings that have no such path are reported only.
  * @module
  */
 import { isIP } from "../netops/ip_address.ts";
@@ -483,7 +484,9 @@ async function policyOrphans(
     : [undefined, []];
   const after = before && await inventory.expectedObjects();
   if (!before || !after || !filter) {
-    report.errors.push("network policy: the engine has not synced yet; GLX- chains and sets not checked");
+    report.errors.push(
+      "network policy: the engine holds no applied state yet (not synced, or its last sync failed); GLX- chains and sets not checked",
+    );
     return [];
   }
   const expected = {

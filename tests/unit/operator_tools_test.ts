@@ -465,7 +465,7 @@ Deno.test("audit: GLX- chains and sets outside the owned state are orphans; --fi
     owned = undefined;
     const early = await runAudit(ctx);
     assert.equal(early.findings.filter((f) => f.kind === "policy-object-without-policy").length, 0);
-    assert.ok(early.errors.some((e) => /has not synced yet/.test(e)), early.errors.join("\n"));
+    assert.ok(early.errors.some((e) => /holds no applied state yet/.test(e)), early.errors.join("\n"));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
