@@ -97,7 +97,29 @@ export async function delegateIpam(
   const rt = { containerId: req.containerId, netns: req.netns, ifname: req.ifname, args: req.args };
   const options = { path: req.path, env, pluginType: type };
   // Debian's IPAM plugins stop at 1.0.0: a 1.1.0 configuration is handed to them at the version they speak.
-  return await execVerb(verb, await confForDelegate(req.config, options), rt, options);
+  const conf = type === "host-local" ? unnamedHostLocal(req.config) : req.config;
+  return await execVerb(verb, await confForDelegate(conf, options), rt, options);
+}
+
+/** host-local's folder when `ipam.dataDir` is not set. */
+const HOST_LOCAL_DATA_DIR = "/var/lib/cni/networks";
+
+/**
+ * host-local keeps its reservations in `<ipam.dataDir>/<name>`. The Go Galaxy ran galaxy.json networks without
+ * a name, and its host-local (v0.8) then used `<dataDir>` itself, where a switched node's running pods hold
+ * their IPs. host-local ≥ 1.0 refuses a configuration without a name ("missing network name"), so an unnamed
+ * one is handed over as `name` = the folder's last part and `dataDir` = its parent: the same folder for every
+ * host-local version. Named configurations are passed unchanged.
+ */
+export function unnamedHostLocal<T extends Record<string, unknown>>(conf: T): T {
+  if (typeof conf.name === "string" && conf.name !== "") return conf;
+  const ipam = (conf.ipam ?? {}) as Record<string, unknown>;
+  const dir = (typeof ipam.dataDir === "string" && ipam.dataDir ? ipam.dataDir : HOST_LOCAL_DATA_DIR)
+    .replace(/\/+$/, "");
+  const cut = dir.lastIndexOf("/");
+  const name = dir.slice(cut + 1);
+  if (cut <= 0 || !/^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/.test(name)) return conf;
+  return { ...conf, name, ipam: { ...ipam, dataDir: dir.slice(0, cut) } };
 }
 
 /**

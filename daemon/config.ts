@@ -8,12 +8,16 @@
  * @module
  */
 
-/** One network of galaxy.json: its plugin `type`, its `name` (defaults to `type`) and the plugin's own fields. */
-export type GalaxyNetwork = Record<string, unknown> & { type: string; name: string };
+/**
+ * One network of galaxy.json: its plugin `type`, its `name` and the plugin's own fields, exactly as written. A
+ * network without `name` is known by its `type` but stays unnamed for its plugins, as in the Go Galaxy (so
+ * host-local keeps its reservations where it always did).
+ */
+export type GalaxyNetwork = Record<string, unknown> & { type: string; name?: string };
 
 /** The parsed galaxy.json. */
 export interface GalaxyConfig {
-  /** `NetworkConf`, by network name, in file order. Entries are frozen: clone before changing one. */
+  /** `NetworkConf`, by network name (else type), in file order. Entries are frozen: clone before changing one. */
   networks: Map<string, GalaxyNetwork>;
   /** `DefaultNetworks`: the networks of a pod without a networks annotation. */
   defaultNetworks: string[];
@@ -97,7 +101,7 @@ function parseNetworks(raw: unknown, source: string): Map<string, GalaxyNetwork>
       );
     }
     indexOf.set(key, index);
-    const network = (name === undefined ? { name: key, ...entry } : { ...entry }) as GalaxyNetwork;
+    const network = { ...entry } as GalaxyNetwork;
     networks.set(key, deepFreeze(network));
   });
   return networks;

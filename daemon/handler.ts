@@ -22,7 +22,10 @@ import {
   ALL_VERSIONS,
   asCniError,
   CniError,
+  type CniVersion,
   compareVersions,
+  configVersion,
+  CURRENT_VERSION,
   ErrorCode,
   type NetConf,
   type NetConfList,
@@ -40,6 +43,8 @@ const CniWireRequestSchema = z.object({
 });
 import type { GalaxyConfig } from "./config.ts";
 import { type PodLike, resolveNetworks } from "./networks.ts";
+import { MIRROR_ANNOTATION, runtimeUidOf } from "./pod_uid.ts";
+import { errorBody, replyVersion, resultBody } from "./reply.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
@@ -144,7 +149,7 @@ async function supportedVersionsOf(type: string, options: InvokeOptions): Promis
  * and every plugin of the list support, learned from their VERSION answers (cached per plugin file).
  */
 async function negotiateVersion(list: NetConfList, options: InvokeOptions): Promise<NetConfList> {
-  if (list.cniVersion || list.cniVersions?.length) return list;
+  if (list.cniVersion !== undefined || list.cniVersions?.length) return list;
   let common: string[] = [...ALL_VERSIONS];
   for (const plugin of list.plugins) {
     const theirs = await supportedVersionsOf(plugin.type, options);
@@ -171,6 +176,8 @@ interface ParsedRequest {
   args: [string, string][];
   path: string[];
   config: Record<string, unknown>;
+  /** The version the reply is written in (the configuration's). */
+  version: CniVersion;
 }
 
 const REQUIRED: Record<ParsedRequest["command"], string[]> = {
@@ -241,6 +248,7 @@ function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
     args: parseCniArgs(env.CNI_ARGS),
     path: [...runtimePath, ...cniPaths.filter((p) => !runtimePath.includes(p))],
     config,
+    version: replyVersion(wire.config ? config : undefined),
   };
 }
 
@@ -273,10 +281,19 @@ function attachmentRuntime(req: ParsedRequest, stored: StoredNetwork): RuntimeCo
   };
 }
 
+/** A one-plugin list as the state file keeps it (Galaxy's `Conf`): the plugin's keys, unnamed when it was. */
+function singleConf(list: NetConfList): Record<string, unknown> {
+  const conf: Record<string, unknown> = { ...list.plugins[0], cniVersion: list.cniVersion };
+  if (list.name !== "") conf.name = list.name;
+  else delete conf.name;
+  return conf;
+}
+
 function storedList(stored: StoredNetwork): NetConfList {
   const conf = stored.Conf;
   if (Array.isArray(conf.plugins)) return NetConfListSchema.parse(conf);
-  const name = typeof conf.name === "string" && conf.name ? conf.name : stored.NetworkType;
+  // No name: a galaxy.json network without one (ours, or the Go Galaxy's state file); it stays unnamed.
+  const name = typeof conf.name === "string" ? conf.name : "";
   return confAsList({ ...(conf as NetConf), name });
 }
 
@@ -386,10 +403,12 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
   }
   const uid = argValue(req.args, "K8S_POD_UID");
   const pod = await ctx.pods.getPod(namespace, name, { uid });
-  if (uid && pod.metadata?.uid && pod.metadata.uid !== uid) {
+  const expected = runtimeUidOf(pod);
+  if (uid && expected && expected !== uid) {
+    const mirror = expected !== pod.metadata?.uid ? ` (its ${MIRROR_ANNOTATION} annotation)` : "";
     throw new CniError(
       ErrorCode.PluginFailure,
-      `pod ${namespace}/${name}: the runtime asked for UID ${uid}, the apiserver has ${pod.metadata.uid}`,
+      `pod ${namespace}/${name}: the runtime asked for UID ${uid}, the apiserver has ${expected}${mirror}`,
     );
   }
   return pod;
@@ -438,7 +457,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
     stored.push({
       NetworkType: net.name,
       Args: Object.fromEntries(net.args),
-      Conf: net.isList ? list : { ...list.plugins[0], name: list.name, cniVersion: list.cniVersion },
+      Conf: net.isList ? list : singleConf(list),
       IfName: net.ifname,
       CapabilityArgs: { ...capabilityArgs, ...net.capabilityArgs },
     });
@@ -469,6 +488,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
   }
 
   const merged = mergeResults(results);
+  const body = await replyOrRollBack(ctx, req, stored, merged);
   if (ctx.pods) {
     const status = stored.map((net, i) =>
       networkStatusEntry(net.NetworkType, net.IfName, net.Result!, i === 0)
@@ -483,7 +503,31 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
       );
     }
   }
-  return { status: 200, body: JSON.stringify(merged) };
+  return { status: 200, body };
+}
+
+/**
+ * The ADD reply in the request's version. A result that version cannot hold (0.1.0/0.2.0 without an IPv4 or
+ * IPv6 address) fails the ADD, and the networks just added are removed first: the runtime would not know them.
+ */
+async function replyOrRollBack(
+  ctx: HandlerContext,
+  req: ParsedRequest,
+  stored: StoredNetwork[],
+  merged: Result,
+): Promise<string> {
+  try {
+    return resultBody(merged, req.version);
+  } catch (e) {
+    const { failed, errors } = await delNetworks(ctx, req, stored);
+    if (failed.length) {
+      await writeState(ctx.stateDir, req.containerId, failed);
+      ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
+    } else {
+      await removeState(ctx.stateDir, req.containerId);
+    }
+    throw e;
+  }
 }
 
 async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
@@ -497,7 +541,7 @@ async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<Handle
       throw new CniError(ErrorCode.PluginFailure, `network "${stored.NetworkType}" never finished its ADD`);
     }
     const list = await negotiateVersion(storedList(stored), options);
-    if (!versionAtLeast(list.cniVersion ?? "0.1.0", "0.4.0")) continue; // CHECK does not exist before 0.4.0
+    if (!versionAtLeast(String(configVersion(list)), "0.4.0")) continue; // CHECK does not exist before 0.4.0
     const rt = attachmentRuntime(req, stored);
     try {
       await checkNetworkList(list, rt, { ...options, prevResult: stored.Result });
@@ -542,8 +586,8 @@ async function cmdGc(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerRe
   return { status: 200, body: "" };
 }
 
-function errorReply(err: CniError, status: number): HandlerReply {
-  return { status, body: JSON.stringify(err.toJSON()) };
+function errorReply(err: CniError, status: number, version: CniVersion = CURRENT_VERSION): HandlerReply {
+  return { status, body: errorBody(err, version) };
 }
 
 /** Handles one wire request body and never throws: every failure becomes a CNI error object. */
@@ -579,7 +623,7 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
   } catch (e) {
     const err = asCniError(e);
     ctx.log.warn(`${req.command} ${req.containerId} failed (code ${err.code}): ${err.message}`);
-    return errorReply(err, 500);
+    return errorReply(err, 500, req.version);
   }
 }
 

@@ -9,6 +9,7 @@ import type { CoreV1Api, KubeConfig, V1Pod } from "@kubernetes/client-node";
 import { CniError, ErrorCode } from "../cni/spec.ts";
 import type { HandlerLog, PodSource } from "./handler.ts";
 import { NETWORK_STATUS_ANNOTATION } from "./handler.ts";
+import { runtimeUidOf } from "./pod_uid.ts";
 
 /** How to reach the apiserver: Galaxy's `--master` and `--kubeconfig`. */
 export interface ApiserverFlags {
@@ -150,7 +151,7 @@ export class KubePodSource implements PodSource {
   /** The pod from the cache, else from the apiserver, waiting up to 5 s while it is not found. */
   async getPod(namespace: string, name: string, options: { uid?: string } = {}): Promise<V1Pod> {
     const cached = this.#pods.get(`${namespace}/${name}`);
-    if (cached && (!options.uid || cached.metadata?.uid === options.uid)) return cached;
+    if (cached && (!options.uid || runtimeUidOf(cached) === options.uid)) return cached;
     const deadline = Date.now() + this.notFoundWaitMs;
     while (true) {
       try {

@@ -41,9 +41,10 @@ Deno.test("config: the shipped example parses, in file order, fields untouched",
   assert.equal(cfg.eniIpNetwork, "galaxy-k8s-vlan");
 });
 
-Deno.test("config: a network's name defaults to its type", () => {
+Deno.test("config: a network without a name is known by its type and stays unnamed", () => {
   const cfg = parseGalaxyConfig(`{"NetworkConf":[{"type":"galaxy-veth","mtu":1400}]}`, SRC);
-  assert.deepEqual(cfg.networks.get("galaxy-veth"), { name: "galaxy-veth", type: "galaxy-veth", mtu: 1400 });
+  // As in the Go Galaxy: its plugins get no name, so host-local keeps using its data folder itself.
+  assert.deepEqual(cfg.networks.get("galaxy-veth"), { type: "galaxy-veth", mtu: 1400 });
 });
 
 Deno.test("config: top-level keys match case-insensitively, as Go does; unknown keys are ignored", () => {

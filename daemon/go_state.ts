@@ -1,0 +1,42 @@
+/**
+ * Reading a state file written by the Go Galaxy, so that a node switched in place can DEL the pods the Go daemon
+ * added from their state file alone. Its format (galaxy-behaviour.md §2.7) is the one this daemon writes too: a
+ * JSON array of `{"NetworkType","Args","Conf","IfName"}`, where `NetworkType` holds the network's name, `Args`
+ * is a Go `map[string]string` (`null` when empty), and `Conf` is the network's configuration exactly as the
+ * plugin got it: no `cniVersion` and, for a galaxy.json network without one, no `name`. This daemon adds
+ * `CapabilityArgs` and `Result`, which Go files lack.
+ * @module
+ */
+import type { StoredNetwork } from "./state.ts";
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Parses a state file of either daemon into {@linkcode StoredNetwork}s: `Args: null` becomes `{}`, and an entry
+ * that DEL could not run (no network name, no configuration with a `type`, no interface) throws an Error that
+ * names the file and the entry.
+ */
+export function parseStateFile(text: string, path: string): StoredNetwork[] {
+  const parsed: unknown = JSON.parse(text);
+  if (!Array.isArray(parsed)) throw new Error(`state file ${path} is not a JSON array`);
+  return parsed.map((entry: unknown, i: number): StoredNetwork => {
+    const what = `state file ${path}: entry ${i}`;
+    if (!isObject(entry)) throw new Error(`${what} is not an object`);
+    const { NetworkType, Args, Conf, IfName } = entry;
+    if (typeof NetworkType !== "string" || NetworkType === "") throw new Error(`${what}: no NetworkType`);
+    if (!isObject(Conf) || typeof Conf.type !== "string" && !Array.isArray(Conf.plugins)) {
+      throw new Error(`${what} (network "${NetworkType}"): Conf has neither a type nor plugins`);
+    }
+    if (typeof IfName !== "string" || IfName === "") {
+      throw new Error(`${what} (network "${NetworkType}"): no IfName`);
+    }
+    if (Args !== undefined && Args !== null && !isObject(Args)) {
+      throw new Error(`${what} (network "${NetworkType}"): Args is not an object`);
+    }
+    const args: Record<string, string> = {};
+    for (const [k, v] of Object.entries(Args ?? {})) args[k] = typeof v === "string" ? v : JSON.stringify(v);
+    return { ...entry, NetworkType, Args: args, Conf, IfName } as StoredNetwork;
+  });
+}
