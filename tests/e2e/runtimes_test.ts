@@ -179,7 +179,12 @@ async function runCase(b: Bench, c: Case, index: number): Promise<void> {
     delConf = `${b.lab.dir}/case-${index}-del.conf`;
     await Deno.writeTextFile(
       delConf,
-      JSON.stringify({ cniVersion: "0.1.0", name: "galaxy-sdn", type: "galaxy-sdn", socketPath: b.daemon.socket }),
+      JSON.stringify({
+        cniVersion: "0.1.0",
+        name: "galaxy-sdn",
+        type: "galaxy-sdn",
+        socketPath: b.daemon.socket,
+      }),
     );
   }
   for (const round of ["DEL", "second DEL"]) {

@@ -239,11 +239,14 @@ export function shimList(socket: string, cniVersion = "1.1.0"): Record<string, u
   };
 }
 
-/** Runs one verb through the shim exactly as a runtime would (libcni semantics, in the node namespace). */
+/**
+ * Runs one verb through the shim exactly as a runtime would (libcni semantics, in the node namespace). `path`
+ * folders come before the launchers in the runtime's CNI_PATH.
+ */
 export async function runtimeCall(
   lab: Lab,
   verb: "add" | "del" | "check" | "status" | "gc",
-  call: PodCall & { list: Record<string, unknown>; valid?: unknown[] },
+  call: PodCall & { list: Record<string, unknown>; valid?: unknown[]; path?: string[] },
 ): Promise<RunResult> {
   const args: [string, string][] = [["IgnoreUnknown", "1"]];
   if (call.k8s) {
@@ -254,7 +257,7 @@ export async function runtimeCall(
   const request = {
     list: call.list,
     rt: { containerId: call.containerId, netns: call.pod.path, ifname: call.ifname ?? "eth0", args },
-    path: [await launcherDir()],
+    path: [...(call.path ?? []), await launcherDir()],
     cacheDir: `${lab.dir}/runtime-cache`,
     valid: call.valid,
   };
