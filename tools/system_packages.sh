@@ -2,7 +2,8 @@
 # Makes sure the Debian packages that Galaxy's demo and tests need are installed: as root it installs the
 # missing ones with apt-get; otherwise it prints the exact command and goes on (kernel tests then skip).
 set -euo pipefail
-packages=(iproute2 iptables ipset iputils-arping iputils-ping util-linux containernetworking-plugins)
+packages=(iproute2 iptables ipset iputils-arping iputils-ping util-linux containernetworking-plugins
+  containerd runc gcc libc6-dev python3)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then missing+=("$p"); fi

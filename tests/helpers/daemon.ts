@@ -59,9 +59,18 @@ export class Started {
   }
 }
 
-function spawnIn(ns: Netns, cmd: string, args: string[], env?: Record<string, string>): Started {
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", ns.name, cmd, ...args],
+function spawnIn(
+  ns: Netns,
+  cmd: string,
+  args: string[],
+  env?: Record<string, string>,
+  netOnly = false,
+): Started {
+  // `ip netns exec` also gives the process a mount namespace of its own, which does not see bind mounts made
+  // later outside it (a container runtime's pod netns files); `nsenter --net` switches the network only.
+  const prefix = netOnly ? ["nsenter", `--net=${ns.path}`] : ["ip", "netns", "exec", ns.name];
+  const child = new Deno.Command(prefix[0], {
+    args: [...prefix.slice(1), cmd, ...args],
     env,
     stdin: "null",
     stdout: "piped",
@@ -181,6 +190,11 @@ export interface DaemonOptions {
   flags?: string[];
   /** Wait for /readyz (default true). */
   waitReady?: boolean;
+  /**
+   * Enter the node namespace with `nsenter --net` only (default: `ip netns exec`), so that the daemon sees
+   * netns files a container runtime bind-mounts after it started.
+   */
+  netOnly?: boolean;
 }
 
 /** Starts `galaxy serve` (through its launcher) in `lab.node` and waits until it is ready. */
@@ -202,7 +216,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
     ...(options.kubeconfig ? [`--kubeconfig=${options.kubeconfig}`] : []),
     ...(options.flags ?? []),
   ];
-  const process = spawnIn(lab.node, `${bin}/galaxy`, args);
+  const process = spawnIn(lab.node, `${bin}/galaxy`, args, undefined, options.netOnly);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {
     try {

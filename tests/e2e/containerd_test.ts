@@ -1,0 +1,94 @@
+/**
+ * containerd 1.6 (Debian 12's, with its CRI plugin and libcni 1.1) as the runtime: the `00-galaxy.conflist`
+ * that `galaxy install` writes (1.0.0 for this libcni), our galaxy-sdn, galaxy serve in the node namespace.
+ * RunPodSandbox wires the pod (containerd reads the IP from the result), StopPodSandbox releases everything,
+ * RemovePodSandbox forgets it. Skipped with the reason where containerd cannot start.
+ * @module
+ */
+import assert from "node:assert/strict";
+import { cniConfText } from "../../cli/install.ts";
+import { type Containerd, containerdSkipReason, startContainerd } from "../helpers/containerd.ts";
+import { type Daemon, startDaemon } from "../helpers/daemon.ts";
+import { launcherDir } from "../helpers/launchers.ts";
+import { kernelSkipReason, pathExists, withLab } from "../helpers/netns.ts";
+
+const SUBNET = "198.18.34";
+const NODE_ADDR = `${SUBNET}.254`;
+
+const reason = kernelSkipReason() ?? containerdSkipReason();
+if (reason) console.log(`skipping the containerd test: ${reason}`);
+
+async function reservations(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) if (e.name.startsWith(SUBNET)) found.push(e.name);
+  } catch {
+    // no folder: none
+  }
+  return found;
+}
+
+Deno.test({
+  name:
+    "containerd 1.6 CRI: RunPodSandbox / StopPodSandbox / RemovePodSandbox through galaxy-sdn and galaxy serve",
+  ignore: reason !== undefined,
+  async fn() {
+    await withLab("ctrd", async (lab) => {
+      // The node's own address: the source for reaching pods behind galaxy-veth's /32 routes.
+      await lab.ip(lab.node, ["addr", "add", `${NODE_ADDR}/32`, "dev", "lo"]);
+      const ipam = `${lab.dir}/ipam`;
+      let daemon: Daemon | undefined = await startDaemon(lab, {
+        netOnly: true,
+        galaxyJson: {
+          NetworkConf: [{
+            name: "pod-net",
+            type: "galaxy-veth",
+            routeSrc: NODE_ADDR,
+            ipam: { type: "host-local", subnet: `${SUBNET}.0/24`, dataDir: ipam },
+          }],
+          DefaultNetworks: ["pod-net"],
+        },
+      });
+      const confDir = `${lab.dir}/runtime-net.d`;
+      await Deno.mkdir(confDir);
+      await Deno.writeTextFile(`${confDir}/00-galaxy.conflist`, cniConfText(daemon.socket));
+      let ctrd: Containerd | undefined;
+      try {
+        ctrd = await startContainerd(lab, { confDir, binDirs: [await launcherDir(), "/usr/lib/cni"] });
+        const runp = await ctrd.cri(["runp", "--name", "p1", "--namespace", "default", "--uid", "uid-p1"]);
+        assert.equal(runp.code, 0, `RunPodSandbox: ${runp.stderr}\n${(await ctrd.log()).slice(-3000)}`);
+        const id = JSON.parse(runp.stdout).pod_sandbox_id as string;
+        const inspect = await ctrd.cri(["inspectp", id]);
+        assert.equal(inspect.code, 0, inspect.stderr);
+        const status = JSON.parse(inspect.stdout).status;
+        assert.equal(status.state, "SANDBOX_READY");
+        const ip = status.network.ip as string;
+        assert.match(
+          ip,
+          new RegExp(`^${SUBNET.replaceAll(".", "\\.")}\\.\\d+$`),
+          inspect.stdout.slice(0, 2000),
+        );
+        assert.deepEqual(await reservations(`${ipam}/pod-net`), [ip]);
+        assert.ok(await pathExists(`${daemon.stateDir}/${id}`), "the daemon keeps a state file per sandbox");
+        const ping = await lab.tryExec(lab.node, "ping", ["-c", "1", "-W", "2", ip]);
+        assert.equal(ping.code, 0, `node -> pod ${ip}: ${ping.stdout}${ping.stderr}`);
+
+        const stopp = await ctrd.cri(["stopp", id]);
+        assert.equal(stopp.code, 0, `StopPodSandbox: ${stopp.stderr}`);
+        assert.deepEqual(await reservations(`${ipam}/pod-net`), [], "StopPodSandbox released the IP");
+        assert.ok(!(await pathExists(`${daemon.stateDir}/${id}`)), "state file left after StopPodSandbox");
+        const veths = (await lab.linkNames(lab.node)).filter((n) => n.startsWith("v-h"));
+        assert.deepEqual(veths, [], "host veth left after StopPodSandbox");
+        const rmp = await ctrd.cri(["rmp", id]);
+        assert.equal(rmp.code, 0, `RemovePodSandbox: ${rmp.stderr}`);
+        const pods = await ctrd.cri(["pods"]);
+        assert.deepEqual(JSON.parse(pods.stdout).items ?? [], []);
+      } finally {
+        await ctrd?.stop();
+        const out = await daemon.process.stop("SIGTERM");
+        daemon = undefined;
+        if (out.code !== 0) console.log(`daemon stderr:\n${out.stderr}`);
+      }
+    });
+  },
+});
