@@ -194,22 +194,25 @@ async function runCase(b: Bench, c: Case, index: number): Promise<void> {
   assert.deepEqual(await leftovers(b, id), [], `${label}: left behind`);
 }
 
-async function withBench(fn: (b: Bench) => Promise<void>): Promise<void> {
+/** galaxy.json of the bench: one network without a name, as Galaxy's own galaxy.json has them. */
+const BENCH_NETWORKS = (lab: Lab) => ({
+  NetworkConf: [{
+    type: "galaxy-veth",
+    ipam: { type: "host-local", subnet: `${SUBNET}.0/24`, dataDir: `${lab.dir}/ipam` },
+  }],
+  DefaultNetworks: ["galaxy-veth"],
+});
+
+async function withBench(
+  fn: (b: Bench) => Promise<void>,
+  galaxyJson: (lab: Lab) => unknown = BENCH_NETWORKS,
+): Promise<void> {
   await withLab("runtimes", async (lab) => {
     const goBin = `${lab.dir}/go-bin`;
     await Deno.mkdir(goBin);
     const goShim = goGalaxyBinary("galaxy-sdn");
     if (goShim) await Deno.symlink(goShim, `${goBin}/galaxy-sdn`);
-    const daemon = await startDaemon(lab, {
-      galaxyJson: {
-        // No name, as Galaxy's own galaxy.json: plugins get none, host-local uses <dataDir> itself.
-        NetworkConf: [{
-          type: "galaxy-veth",
-          ipam: { type: "host-local", subnet: `${SUBNET}.0/24`, dataDir: `${lab.dir}/ipam` },
-        }],
-        DefaultNetworks: ["galaxy-veth"],
-      },
-    });
+    const daemon = await startDaemon(lab, { galaxyJson: galaxyJson(lab) });
     try {
       const pod = await lab.pod("p1");
       await fn({ lab, daemon, pod, paths: { go: goBin, ours: await launcherDir() } });
@@ -260,5 +263,51 @@ Deno.test({
         assert.deepEqual(await leftovers(b, id), [], `libcni ${lib}: left behind`);
       }
     });
+  },
+});
+
+Deno.test({
+  name:
+    "runtimes: an error keeps its code with our shim; the Go shim (code 999) carries it inside its message",
+  ignore: kernelSkipReason() !== undefined,
+  async fn() {
+    await withBench(async (b) => {
+      const env = {
+        CNI_COMMAND: "ADD",
+        CNI_CONTAINERID: "errcase1",
+        CNI_NETNS: b.pod.path,
+        CNI_IFNAME: "eth0",
+        CNI_PATH: "/nonexistent",
+        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      };
+      const conf = JSON.stringify({
+        cniVersion: "0.4.0",
+        name: "galaxy-sdn",
+        type: "galaxy-sdn",
+        socketPath: b.daemon.socket,
+      });
+      const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+      const ours = await b.lab.tryExec(b.lab.node, "env", [...envArgs, `${b.paths.ours}/galaxy-sdn`], {
+        stdin: conf,
+      });
+      assert.equal(ours.code, 1);
+      const err = JSON.parse(ours.stdout);
+      assert.deepEqual([err.cniVersion, err.code], ["0.4.0", 7], ours.stdout);
+      assert.match(err.msg, /network "missing"/);
+      if (!goGalaxyBinary("galaxy-sdn")) {
+        console.log("skipped the Go shim part: ../shared/reference/gogalaxy-bin/galaxy-sdn not found");
+        return;
+      }
+      const argv = withGalaxySocketDir(`${b.lab.dir}/run`, ["env", ...envArgs, `${b.paths.go}/galaxy-sdn`]);
+      const go = await b.lab.tryExec(b.lab.node, argv[0], argv.slice(1), { stdin: conf });
+      assert.equal(go.code, 1);
+      // Its CNI 0.8 skel turns any error of its own into 999; the daemon's error object is the message.
+      const goErr = JSON.parse(go.stdout);
+      assert.equal(goErr.code, 999, go.stdout);
+      assert.ok(goErr.msg.startsWith("galaxy returns: "), goErr.msg);
+      const inner = JSON.parse(goErr.msg.slice("galaxy returns: ".length));
+      assert.deepEqual([inner.cniVersion, inner.code], ["0.4.0", 7]);
+      assert.equal(inner.msg, err.msg);
+    }, (lab) => ({ ...BENCH_NETWORKS(lab), DefaultNetworks: ["missing"] }));
   },
 });
