@@ -102,7 +102,7 @@ export interface HandlerContext {
 export interface HandlerReply {
   /** HTTP status. */
   status: number;
-  /** A CNI 1.1.0 result, a CNI error object, or empty. */
+  /** A result or a CNI error object in the request's `cniVersion`, or empty. */
   body: string;
 }
 

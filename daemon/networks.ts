@@ -497,7 +497,9 @@ async function lookUp(
   const entry = config.networks.get(name);
   if (entry !== undefined) {
     // An unnamed entry runs as the list named "": its plugin gets no name (cni/invoke.ts pluginConfig).
-    const list = wrapConf({ ...structuredClone(entry), name: entry.name ?? "" } as NetConf & { name: string });
+    const list = wrapConf(
+      { ...structuredClone(entry), name: entry.name ?? "" } as NetConf & { name: string },
+    );
     if (entry.name === undefined) delete list.plugins[0].name;
     return {
       list,
