@@ -43,6 +43,7 @@ const CniWireRequestSchema = z.object({
 });
 import type { GalaxyConfig } from "./config.ts";
 import { type PodLike, resolveNetworks } from "./networks.ts";
+import { writtenByGoGalaxy } from "./go_state.ts";
 import { MIRROR_ANNOTATION, runtimeUidOf } from "./pod_uid.ts";
 import { errorBody, replyVersion, resultBody } from "./reply.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
@@ -537,6 +538,13 @@ async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<Handle
   }
   const options = invokeOptions(ctx, req);
   for (const stored of networks) {
+    if (writtenByGoGalaxy(stored)) {
+      ctx.log.v(
+        3,
+        `CHECK ${req.containerId}: network "${stored.NetworkType}" was added by the Go Galaxy: no result to check`,
+      );
+      continue;
+    }
     if (!stored.Result) {
       throw new CniError(ErrorCode.PluginFailure, `network "${stored.NetworkType}" never finished its ADD`);
     }

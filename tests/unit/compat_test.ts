@@ -155,6 +155,10 @@ Deno.test("compat: DEL of a pod the Go daemon added works from its state file al
     }];
     await Deno.mkdir(ctx.stateDir, { recursive: true });
     await Deno.writeTextFile(statePath(ctx.stateDir, "goctr"), JSON.stringify(goState));
+    // The Go Galaxy kept no results and had no CHECK: there is nothing to check, and nothing runs.
+    const check = await call(ctx, "CHECK", { containerId: "goctr", cniVersion: "0.4.0" });
+    assert.equal(check.status, 200, check.body);
+    assert.deepEqual(await readCalls(record), []);
     const reply = await call(ctx, "DEL", { containerId: "goctr", cniVersion: "0.3.1" });
     assert.equal(reply.status, 200, reply.body);
     const calls = await readCalls(record);
