@@ -105,11 +105,12 @@ export async function delegateIpam(
 const HOST_LOCAL_DATA_DIR = "/var/lib/cni/networks";
 
 /**
- * host-local keeps its reservations in `<ipam.dataDir>/<name>`. The Go Galaxy ran galaxy.json networks without
- * a name, and its host-local (v0.8) then used `<dataDir>` itself, where a switched node's running pods hold
- * their IPs. host-local ≥ 1.0 refuses a configuration without a name ("missing network name"), so an unnamed
- * one is handed over as `name` = the folder's last part and `dataDir` = its parent: the same folder for every
- * host-local version. Named configurations are passed unchanged.
+ * host-local keeps its reservations in `<ipam.dataDir>/<name>`. A galaxy.json network without a name reaches
+ * its plugins unnamed, as the Go daemon passed it (galaxy-behaviour.md §2.5), and host-local is then meant to
+ * use `<dataDir>` itself (the folder the flannel GC's default list covers). host-local ≥ 1.0, like every plugin
+ * on CNI ≥ 0.8's skel (the Go Galaxy's own included), refuses a configuration without a name ("missing network
+ * name"), so an unnamed one is handed over as `name` = the folder's last part and `dataDir` = its parent: the
+ * same folder, for every host-local version. Named configurations are passed unchanged.
  */
 export function unnamedHostLocal<T extends Record<string, unknown>>(conf: T): T {
   if (typeof conf.name === "string" && conf.name !== "") return conf;

@@ -74,7 +74,7 @@ export function isSupportedVersion(v: unknown): v is CniVersion {
 
 /**
  * The version a configuration is written in, as libcni reads it: a missing or empty `cniVersion` means 0.1.0
- * (libcni's `version.Legacy` lists `""` with 0.1.0, and the Go Galaxy's plugins accept it). The one place that
+ * (libcni's `version.Legacy` lists `""` with 0.1.0, and the Go Galaxy's shim and plugins accept it). The one place that
  * says so: every reader of a configuration's version goes through it. Anything else is returned as it is.
  */
 export function configVersion(conf: object): unknown {
@@ -523,8 +523,8 @@ export function netConfProblem(raw: Json): string | undefined {
   if (raw.cniVersion !== undefined && typeof raw.cniVersion !== "string") {
     return "cniVersion: expected a string";
   }
-  // No name (or Go's empty one) is accepted as the Go Galaxy's plugins accept it: galaxy.json networks without
-  // a name reach their plugins unnamed, and host-local then keeps its reservations in its data folder itself.
+  // No name (or upstream flannel's empty one) is accepted: a galaxy.json network without a name reaches its
+  // plugins unnamed, as the Go daemon passed it. (The Go plugins' CNI 0.8 skel refused that; ours take it.)
   if (
     raw.name !== undefined && raw.name !== "" &&
     (typeof raw.name !== "string" || !NETWORK_NAME.test(raw.name))

@@ -10,8 +10,8 @@
 
 /**
  * One network of galaxy.json: its plugin `type`, its `name` and the plugin's own fields, exactly as written. A
- * network without `name` is known by its `type` but stays unnamed for its plugins, as in the Go Galaxy (so
- * host-local keeps its reservations where it always did).
+ * network without `name` is known by its `type` but stays unnamed for its plugins, as the Go daemon passed it:
+ * nothing a plugin sees changes at the switch.
  */
 export type GalaxyNetwork = Record<string, unknown> & { type: string; name?: string };
 

@@ -43,7 +43,7 @@ Deno.test("config: the shipped example parses, in file order, fields untouched",
 
 Deno.test("config: a network without a name is known by its type and stays unnamed", () => {
   const cfg = parseGalaxyConfig(`{"NetworkConf":[{"type":"galaxy-veth","mtu":1400}]}`, SRC);
-  // As in the Go Galaxy: its plugins get no name, so host-local keeps using its data folder itself.
+  // As the Go daemon passed it: its plugins get no name.
   assert.deepEqual(cfg.networks.get("galaxy-veth"), { type: "galaxy-veth", mtu: 1400 });
 });
 

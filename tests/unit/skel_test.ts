@@ -229,7 +229,7 @@ Deno.test("a configuration without type gives code 7 naming type", async () => {
   assert.equal(calls.length, 0);
 });
 
-Deno.test("an invalid name gives code 7; no name (or Go's empty one) is accepted, as Go's skel accepts it", async () => {
+Deno.test("an invalid name gives code 7; no name (or upstream flannel's empty one) is accepted (unnamed galaxy.json networks)", async () => {
   const { plugin, calls } = fakePlugin();
   expectError(await run(plugin, envFor("ADD"), conf("1.1.0", { name: "bad name" })), 7, /name/);
   expectError(await run(plugin, envFor("ADD"), conf("1.1.0", { name: 5 })), 7, /name/);
