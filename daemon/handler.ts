@@ -45,7 +45,7 @@ import type { GalaxyConfig } from "./config.ts";
 import { type PodLike, resolveNetworks } from "./networks.ts";
 import { writtenByGoGalaxy } from "./go_state.ts";
 import { MIRROR_ANNOTATION, runtimeUidOf } from "./pod_uid.ts";
-import { errorBody, replyVersion, resultBody } from "./reply.ts";
+import { bodyVersion, errorBody, replyVersion, resultBody } from "./reply.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
@@ -476,13 +476,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
       ctx.log.v(3, `ADD ${req.containerId}: network "${net.NetworkType}" up as ${net.IfName}`);
     } catch (e) {
       const err = asCniError(e);
-      const { failed, errors } = await delNetworks(ctx, req, stored.slice(0, i + 1));
-      if (failed.length) {
-        await writeState(ctx.stateDir, req.containerId, failed);
-        ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
-      } else {
-        await removeState(ctx.stateDir, req.containerId);
-      }
+      await rollBack(ctx, req, stored.slice(0, i + 1));
       const source = resolved[i].isList ? "" : ` plugin ${resolved[i].list.plugins[0].type}:`;
       throw new CniError(err.code, `network "${net.NetworkType}":${source} ${err.message}`, err.details);
     }
@@ -520,14 +514,19 @@ async function replyOrRollBack(
   try {
     return resultBody(merged, req.version);
   } catch (e) {
-    const { failed, errors } = await delNetworks(ctx, req, stored);
-    if (failed.length) {
-      await writeState(ctx.stateDir, req.containerId, failed);
-      ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
-    } else {
-      await removeState(ctx.stateDir, req.containerId);
-    }
+    await rollBack(ctx, req, stored);
     throw e;
+  }
+}
+
+/** Removes the networks of a failed ADD; what cannot be removed stays in the state file for DEL. */
+async function rollBack(ctx: HandlerContext, req: ParsedRequest, networks: StoredNetwork[]): Promise<void> {
+  const { failed, errors } = await delNetworks(ctx, req, networks);
+  if (failed.length) {
+    await writeState(ctx.stateDir, req.containerId, failed);
+    ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
+  } else {
+    await removeState(ctx.stateDir, req.containerId);
   }
 }
 
@@ -604,7 +603,7 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
   try {
     req = parseRequest(parseWire(body), ctx.cniPaths);
   } catch (e) {
-    return errorReply(asCniError(e), 400);
+    return errorReply(asCniError(e), 400, bodyVersion(body));
   }
   const started = performance.now();
   try {

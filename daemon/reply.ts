@@ -19,6 +19,7 @@ import {
   isSupportedVersion,
   type Result,
 } from "../cni/version.ts";
+import { decodeBase64 } from "../cni/wire.ts";
 
 /** The version to answer a request in: its configuration's, or 1.1.0 when it brought none we speak. */
 export function replyVersion(config: Record<string, unknown> | undefined): CniVersion {
@@ -35,4 +36,18 @@ export function resultBody(result: Result, version: CniVersion): string {
 /** The body of an error reply: the CNI error object in `version`. */
 export function errorBody(err: CniError, version: CniVersion): string {
   return JSON.stringify(err.toJSON(version));
+}
+
+/** The reply version of a wire body that could not be made into a request: its config's, where readable. */
+export function bodyVersion(body: string): CniVersion {
+  try {
+    const config = JSON.parse(body)?.config;
+    if (typeof config !== "string" || config === "") return CURRENT_VERSION;
+    const conf = JSON.parse(new TextDecoder().decode(decodeBase64(config)));
+    return typeof conf === "object" && conf !== null && !Array.isArray(conf)
+      ? replyVersion(conf)
+      : CURRENT_VERSION;
+  } catch {
+    return CURRENT_VERSION;
+  }
 }

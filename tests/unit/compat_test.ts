@@ -105,6 +105,19 @@ Deno.test("compat: errors are CNI error objects in the request's version and kee
   });
 });
 
+Deno.test("compat: a malformed request is refused in its config's version when that is readable", async () => {
+  await withHandler(ONE_NET, async (ctx) => {
+    const config = encodeBase64(
+      new TextEncoder().encode('{"cniVersion":"0.3.1","name":"x","type":"galaxy-sdn"}'),
+    );
+    const reply = await handleCni(ctx, JSON.stringify({ env: { CNI_COMMAND: "ADD" }, config }));
+    assert.equal(reply.status, 400);
+    assert.deepEqual([JSON.parse(reply.body).cniVersion, JSON.parse(reply.body).code], ["0.3.1", 4]);
+    const garbage = await handleCni(ctx, "{not json");
+    assert.equal(JSON.parse(garbage.body).cniVersion, "1.1.0");
+  });
+});
+
 Deno.test("compat: a result a legacy version cannot hold fails the ADD and removes what was added", async () => {
   const noIp = {
     NetworkConf: [{ name: "net", type: "recorder", recordFile: "RECORD" }],
