@@ -18,6 +18,14 @@
 import { containerdLab } from "./shared_tools.ts";
 import { type Lab, runCommand, type RunResult } from "./netns.ts";
 
+/** containerd did not come up here (its CRI never answered, or the pause image could not be made). */
+export class ContainerdUnavailable extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ContainerdUnavailable";
+  }
+}
+
 /** A running containerd of one lab. */
 export interface Containerd {
   /** Its CRI socket. */
@@ -188,6 +196,7 @@ function alive(pid: number): boolean {
 /**
  * Starts containerd in `lab.node` with CNI configs from `confDir` (copied to its own `net.d`) and plugins
  * linked from `binDirs` (first folder wins), builds and imports the pause image, and waits for its CRI.
+ * Throws {@linkcode ContainerdUnavailable} when containerd cannot start here.
  */
 export async function startContainerd(
   lab: Lab,
@@ -202,7 +211,9 @@ export async function startContainerd(
   }
   await linkPlugins(options.binDirs, `${dir}/cni-bin`);
   await Deno.writeTextFile(`${dir}/config.toml`, configToml(dir));
-  const deps = await ensureClient();
+  const deps = await ensureClient().catch((e) => {
+    throw new ContainerdUnavailable(`no CRI client: ${(e as Error).message}`);
+  });
   const socket = `${dir}/containerd.sock`;
   const cgroupParent = `/${lab.prefix}`;
 
@@ -289,7 +300,7 @@ export async function startContainerd(
       if (!up) await new Promise((r) => setTimeout(r, 200));
     }
     if (!up) {
-      throw new Error(
+      throw new ContainerdUnavailable(
         `containerd's CRI did not come up:\n${(await log()).split("\n").slice(-15).join("\n")}`,
       );
     }
@@ -320,7 +331,7 @@ export async function startContainerd(
     ], "ctr images import");
   } catch (e) {
     await stop();
-    throw e;
+    throw e instanceof ContainerdUnavailable ? e : new ContainerdUnavailable((e as Error).message);
   }
   return { socket, dir, cri, log, stop };
 }
