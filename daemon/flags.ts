@@ -71,6 +71,12 @@ export interface ServeFlags {
   maxConcurrentRequests: number;
   /** `--metrics-address`: `host:port` for /metrics, or "" for none. */
   metricsAddress: string;
+  /** `--port-dir`: folder of the port files; "" means `<state-dir>/port`. */
+  portDir: string;
+  /** `--iptables-backend`: `auto` (detect), `legacy` or `nft`. */
+  iptablesBackend: "auto" | "legacy" | "nft";
+  /** `--masquerade-bit`: the fwmark bit that asks for masquerading (kube-proxy's, 0-31). */
+  masqueradeBit: number;
   /** `-v`/`--v`: log verbosity (≥ 0). */
   v: number;
   /** `--logtostderr`: log to stderr instead of files. */
@@ -305,6 +311,30 @@ const SPECS: { [K in keyof ServeFlags]: FlagSpec<ServeFlags[K]> } = {
     default: "",
     usage: "TCP address for Prometheus /metrics, e.g. 127.0.0.1:9100; empty turns metrics off",
     parse: parseHostPortFlag,
+  },
+  portDir: {
+    name: "port-dir",
+    type: "string",
+    group: "new",
+    default: "",
+    usage: "folder of the host-port files <containerID> (Galaxy's format); empty: <state-dir>/port",
+    parse: parseString,
+  },
+  iptablesBackend: {
+    name: "iptables-backend",
+    type: "string",
+    group: "new",
+    default: "auto",
+    usage: "iptables backend: auto (detect as kube-proxy's iptables-wrapper does), legacy or nft",
+    parse: parseIptablesBackend,
+  },
+  masqueradeBit: {
+    name: "masquerade-bit",
+    type: "int",
+    group: "new",
+    default: "14",
+    usage: "fwmark bit for masquerading hairpin and localhost host-port traffic, as kube-proxy's (0-31)",
+    parse: parseMasqueradeBit,
   },
   v: {
     name: "v",
@@ -674,6 +704,17 @@ function parseLevel(text: string): number {
 function parsePositiveInt(text: string): number {
   const n = parseInteger(text);
   if (n < 1) throw new Error("must be an integer >= 1");
+  return n;
+}
+
+function parseIptablesBackend(text: string): "auto" | "legacy" | "nft" {
+  if (text !== "auto" && text !== "legacy" && text !== "nft") throw new Error("must be auto, legacy or nft");
+  return text;
+}
+
+function parseMasqueradeBit(text: string): number {
+  const n = parseInteger(text);
+  if (n < 0 || n > 31) throw new Error("must be an integer from 0 to 31");
   return n;
 }
 

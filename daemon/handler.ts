@@ -47,6 +47,7 @@ import { writtenByGoGalaxy } from "./go_state.ts";
 import { MIRROR_ANNOTATION, runtimeUidOf } from "./pod_uid.ts";
 import { bodyVersion, errorBody, replyVersion, resultBody } from "./reply.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
+import { firstIPv4, type PortMapper } from "./portmap.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
 export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
@@ -95,6 +96,8 @@ export interface HandlerContext {
   pluginEnv?: Record<string, string>;
   /** Per-plugin timeout. */
   pluginTimeoutMs?: number;
+  /** Host-port mapping; absent when the daemon runs without it (unit tests). */
+  portmap?: PortMapper;
   /** Set when shutdown has begun: new ADDs are refused with code 11. */
   shuttingDown?: () => boolean;
 }
@@ -379,15 +382,32 @@ async function delNetworks(
   return { failed, errors };
 }
 
-async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
-  const networks = await readState(ctx.stateDir, req.containerId);
-  if (!networks) return { status: 200, body: "" };
-  const { failed, errors } = await delNetworks(ctx, req, networks);
-  if (failed.length) {
-    await writeState(ctx.stateDir, req.containerId, failed);
-    throw new CniError(ErrorCode.PluginFailure, errors.join(" / "));
+async function releasePorts(ctx: HandlerContext, req: ParsedRequest): Promise<string | undefined> {
+  if (!ctx.portmap) return undefined;
+  try {
+    await ctx.portmap.releasePortMappings(req.containerId);
+    const namespace = argValue(req.args, "K8S_POD_NAMESPACE");
+    const name = argValue(req.args, "K8S_POD_NAME");
+    if (namespace && name) await ctx.portmap.releasePod(namespace, name);
+    return undefined;
+  } catch (e) {
+    return `port mapping: ${(e as Error).message}`;
   }
-  await removeState(ctx.stateDir, req.containerId);
+}
+
+async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
+  // Host ports first (as Galaxy): they work from the port file alone, state file or not.
+  const portError = await releasePorts(ctx, req);
+  const networks = await readState(ctx.stateDir, req.containerId);
+  if (!networks) {
+    if (portError) throw new CniError(ErrorCode.PluginFailure, portError);
+    return { status: 200, body: "" };
+  }
+  const { failed, errors } = await delNetworks(ctx, req, networks);
+  if (portError) errors.push(portError);
+  if (failed.length) await writeState(ctx.stateDir, req.containerId, failed);
+  else await removeState(ctx.stateDir, req.containerId);
+  if (errors.length) throw new CniError(ErrorCode.PluginFailure, errors.join(" / "));
   return { status: 200, body: "" };
 }
 
@@ -484,6 +504,20 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
 
   const merged = mergeResults(results);
   const body = await replyOrRollBack(ctx, req, stored, merged);
+  if (ctx.portmap) {
+    try {
+      await ctx.portmap.setUp({
+        containerId: req.containerId,
+        pod,
+        podIP: firstIPv4(merged),
+        runtimeConfig: capabilityArgs,
+      });
+    } catch (e) {
+      // A failed ADD leaves nothing: the networks just built go too.
+      await rollBack(ctx, req, stored);
+      throw e;
+    }
+  }
   if (ctx.pods) {
     const status = stored.map((net, i) =>
       networkStatusEntry(net.NetworkType, net.IfName, net.Result!, i === 0)

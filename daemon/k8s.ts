@@ -176,8 +176,22 @@ export class KubePodSource implements PodSource {
   }
 
   /** Merge-patches the network-status annotation, retrying conflicts and server errors a few times. */
-  async setNetworkStatus(namespace: string, name: string, value: string): Promise<void> {
-    const body = { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: value } } };
+  setNetworkStatus(namespace: string, name: string, value: string): Promise<void> {
+    return this.setAnnotation(namespace, name, NETWORK_STATUS_ANNOTATION, value);
+  }
+
+  /** This node's pods as the cache holds them, once it has synced (waiting up to `timeoutMs`); else `undefined`. */
+  async nodePods(timeoutMs: number): Promise<V1Pod[] | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.#synced && Date.now() < deadline && !this.#stop.signal.aborted) {
+      await sleep(100, this.#stop.signal);
+    }
+    return this.#synced ? [...this.#pods.values()] : undefined;
+  }
+
+  /** Merge-patches one annotation (no resourceVersion, so nothing else is clobbered), retrying conflicts and server errors. */
+  async setAnnotation(namespace: string, name: string, key: string, value: string): Promise<void> {
+    const body = { metadata: { annotations: { [key]: value } } };
     const options = this.#k8s.setHeaderOptions("Content-Type", this.#k8s.PatchStrategy.MergePatch);
     for (let attempt = 1;; attempt++) {
       try {

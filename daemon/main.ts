@@ -12,6 +12,11 @@ import { configureLogging, getLog } from "./log.ts";
 import { CniMetrics, describeExchange, serveMetrics } from "./metrics.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers } from "../netops/netns.ts";
+import { Iptables } from "../netops/iptables.ts";
+import { PortMapper } from "./portmap.ts";
+
+/** How long the start-up port-mapping restore waits for the pod cache before it trusts the port files alone. */
+const RESTORE_SYNC_WAIT_MS = 10_000;
 
 /** How long in-flight requests may take to finish after SIGTERM. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -49,6 +54,7 @@ export async function main(args: string[]): Promise<number> {
 
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
+  let portmap: PortMapper | undefined;
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
     const node = nodeName(flags);
@@ -63,7 +69,27 @@ export async function main(args: string[]): Promise<number> {
         getLog("k8s"),
       );
     }
+    const iptables = await Iptables.open({ backend: flags.iptablesBackend });
+    log.info(`iptables backend: ${iptables.backend} (${iptables.commands.restore}; ${iptables.reason})`);
+    portmap = new PortMapper({
+      portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
+      iptables,
+      masqueradeBit: flags.masqueradeBit,
+      log: getLog("portmap"),
+      pods,
+    });
+    // The pods' host ports come back before any port-mapping request runs (they queue behind it); the socket
+    // serves everything else at once. A failure is logged, never fatal.
+    const source = pods;
+    portmap.restore(async () => {
+      if (!source) return undefined;
+      const nodePods = await source.nodePods(RESTORE_SYNC_WAIT_MS);
+      if (!nodePods) log.warn("pod cache not synced: port mappings restored from the port files alone");
+      return nodePods;
+    }).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
+    portmap.startPeriodic();
     ctx = {
+      portmap,
       config,
       confDir: flags.networkConfDir,
       cniPaths: flags.cniPaths,
@@ -74,6 +100,7 @@ export async function main(args: string[]): Promise<number> {
     };
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
+    await portmap?.close();
     await pods?.close();
     return 1;
   }
@@ -89,7 +116,7 @@ export async function main(args: string[]): Promise<number> {
       metrics.observe(verb, code, (performance.now() - started) / 1000);
       return reply;
     },
-    notReadyReason: () => pods?.notReadyReason(),
+    notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress
@@ -107,6 +134,7 @@ export async function main(args: string[]): Promise<number> {
   log.info(`${signal}: finishing in-flight requests (up to ${SHUTDOWN_GRACE_MS / 1000} s)`);
   await server.shutdown(SHUTDOWN_GRACE_MS);
   await metricsServer?.shutdown();
+  await portmap?.close();
   await pods?.close();
   log.info("stopped");
   return 0;

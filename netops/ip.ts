@@ -805,3 +805,16 @@ export async function listNeighbours(
     return neigh;
   });
 }
+
+/** The route the kernel picks for `dst` (`ip -j route get`): output device, gateway, source; `undefined` if none. */
+export async function routeGet(
+  netnsPath: string | null,
+  dst: string,
+): Promise<{ dev?: string; gateway?: string; prefsrc?: string } | undefined> {
+  const [r] = await ipJson<{ dev?: string; gateway?: string; prefsrc?: string }>(netnsPath, [
+    "route",
+    "get",
+    ipAddr(dst, "route destination"),
+  ]);
+  return r;
+}

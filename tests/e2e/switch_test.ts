@@ -159,7 +159,7 @@ Deno.test({
       // The switch: galaxy serve on the same galaxy.json and folders.
       let daemon: Daemon | undefined = await startDaemon(lab, {
         galaxyJson: { NetworkConf: [node.network], DefaultNetworks: ["galaxy-flannel"] },
-        flags: [`--state-dir=${node.stateDir}`],
+        stateDir: node.stateDir,
       });
       try {
         const list = shimList(daemon.socket, "1.0.0");

@@ -100,6 +100,8 @@ export interface FakeApiserver {
   kubeconfig: string;
   /** Stores (creates or replaces) a pod. */
   putPod(pod: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Removes a pod. */
+  deletePod(namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
@@ -162,6 +164,7 @@ current-context: fake
     kubeconfig,
     process,
     putPod: (pod) => call("PUT", "/pods", pod),
+    deletePod: (namespace, name) => call("DELETE", `/pods/${namespace}/${name}`),
     patches: () => call("GET", "/patches"),
   };
 }
@@ -195,6 +198,10 @@ export interface DaemonOptions {
    * netns files a container runtime bind-mounts after it started.
    */
   netOnly?: boolean;
+  /** The state folder (default `<lab>/state`; a restarted daemon passes the same). */
+  stateDir?: string;
+  /** Extra environment (e.g. `XTABLES_LOCKFILE` for a legacy-iptables daemon). */
+  env?: Record<string, string>;
 }
 
 /** Starts `galaxy serve` (through its launcher) in `lab.node` and waits until it is ready. */
@@ -202,7 +209,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
   const configPath = `${lab.dir}/galaxy.json`;
   await Deno.writeTextFile(configPath, JSON.stringify(options.galaxyJson));
   const socket = `${lab.dir}/run/galaxy.sock`;
-  const stateDir = `${lab.dir}/state`;
+  const stateDir = options.stateDir ?? `${lab.dir}/state`;
   const bin = await launcherDir();
   const args = [
     "serve",
@@ -216,7 +223,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
     ...(options.kubeconfig ? [`--kubeconfig=${options.kubeconfig}`] : []),
     ...(options.flags ?? []),
   ];
-  const process = spawnIn(lab.node, `${bin}/galaxy`, args, undefined, options.netOnly);
+  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env, options.netOnly);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {
     try {
@@ -242,6 +249,8 @@ export interface PodCall {
   k8s?: { namespace: string; name: string; uid?: string };
   /** The runtime's interface name (default eth0). */
   ifname?: string;
+  /** Capability arguments (libcni puts them in `runtimeConfig`), e.g. `portMappings`. */
+  capabilityArgs?: Record<string, unknown>;
 }
 
 /** The runtime's conflist for the shim, as `galaxy install` writes it. */
@@ -270,7 +279,13 @@ export async function runtimeCall(
   }
   const request = {
     list: call.list,
-    rt: { containerId: call.containerId, netns: call.pod.path, ifname: call.ifname ?? "eth0", args },
+    rt: {
+      containerId: call.containerId,
+      netns: call.pod.path,
+      ifname: call.ifname ?? "eth0",
+      args,
+      capabilityArgs: call.capabilityArgs,
+    },
     path: [...(call.path ?? []), await launcherDir()],
     cacheDir: `${lab.dir}/runtime-cache`,
     valid: call.valid,

@@ -57,6 +57,9 @@ const GALAXY_DEFAULTS: ServeFlags = {
   stateDir: "/var/lib/cni/galaxy",
   maxConcurrentRequests: 8,
   metricsAddress: "",
+  portDir: "",
+  iptablesBackend: "auto",
+  masqueradeBit: 14,
   v: 0,
   logtostderr: true,
   alsologtostderr: false,
@@ -96,6 +99,9 @@ const ISSUE_FLAGS = [
   "state-dir",
   "max-concurrent-requests",
   "metrics-address",
+  "port-dir",
+  "iptables-backend",
+  "masquerade-bit",
   "pprof",
 ];
 
@@ -145,6 +151,9 @@ Deno.test("flags: the table shows each default as the help does", () => {
     "state-dir": "string /var/lib/cni/galaxy",
     "max-concurrent-requests": "int 8",
     "metrics-address": 'host:port ""',
+    "port-dir": 'string ""',
+    "iptables-backend": "string auto",
+    "masquerade-bit": "int 14",
     "v": "int 0",
     "logtostderr": "bool true",
     "alsologtostderr": "bool false",
@@ -172,6 +181,9 @@ Deno.test("flags: --f=v and --f v for every kind of value", () => {
     ["state-dir", "/tmp/state", { stateDir: "/tmp/state" }],
     ["max-concurrent-requests", "4", { maxConcurrentRequests: 4 }],
     ["metrics-address", "127.0.0.1:9100", { metricsAddress: "127.0.0.1:9100" }],
+    ["port-dir", "/tmp/ports", { portDir: "/tmp/ports" }],
+    ["iptables-backend", "nft", { iptablesBackend: "nft" }],
+    ["masquerade-bit", "0", { masqueradeBit: 0 }],
     ["v", "5", { v: 5 }],
     ["log-dir", "/var/log/galaxy", { logDir: "/var/log/galaxy" }],
     ["log-file", "/var/log/galaxy.log", { logFile: "/var/log/galaxy.log" }],
@@ -241,7 +253,7 @@ Deno.test("flags: '_' is accepted for '-' in every name", () => {
   assert.equal(parse("--max_concurrent_requests=3").maxConcurrentRequests, 3);
   for (const f of FLAG_TABLE) {
     const underscored = f.name.replaceAll("-", "_");
-    const value = f.type === "bool" ? [] : [sampleValue(f.type)];
+    const value = f.type === "bool" ? [] : [f.name === "iptables-backend" ? "nft" : sampleValue(f.type)];
     assert.doesNotThrow(() => parse(`--${underscored}`, ...value), `--${underscored}`);
   }
 });
@@ -515,4 +527,14 @@ Deno.test("flags: splitHostPort", () => {
   assert.deepEqual(splitHostPort("[::1]:65535"), { hostname: "::1", port: 65535 });
   assert.throws(() => splitHostPort("host"), /host:port/);
   assert.throws(() => splitHostPort("host:0"), /1-65535/);
+});
+
+Deno.test("port-mapping flags: backend choice and masquerade bit are checked", () => {
+  const flags = parseServeFlags(["--iptables-backend=legacy", "--masquerade-bit=15", "--port-dir=/tmp/p"]);
+  assert.ok(flags !== "help");
+  assert.equal(flags.iptablesBackend, "legacy");
+  assert.equal(flags.masqueradeBit, 15);
+  assert.equal(flags.portDir, "/tmp/p");
+  assert.throws(() => parseServeFlags(["--iptables-backend=xt"]), /auto, legacy or nft/);
+  assert.throws(() => parseServeFlags(["--masquerade-bit=32"]), /0 to 31/);
 });
