@@ -1,8 +1,9 @@
 /**
  * `galaxy install [--uninstall]`: puts Galaxy on a node. It copies the running executable into the bin dir
  * (atomically), links every plugin name to it, links `galaxy-sdn` into the runtime's CNI bin dir, writes
- * `00-galaxy.conflist` (removing the `00-galaxy.conf` of an earlier install or of the Go Galaxy) and, when absent, an example galaxy.json. Run from source, it writes the development
- * launchers instead of a copy. Every step is idempotent, and `--uninstall` removes exactly what install made.
+ * `00-galaxy.conflist` (removing the `00-galaxy.conf` of an earlier install or of the Go Galaxy) and, when
+ * absent, an example galaxy.json. Run from source, it writes the development launchers instead of a copy.
+ * Every step is idempotent, and `--uninstall` removes exactly what install made.
  * @module
  */
 import { parseArgs } from "node:util";

@@ -515,8 +515,8 @@ const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
 
 /**
  * What is wrong with a plugin configuration (`field: problem`), or `undefined` when nothing is: `type` must name
- * a plugin, `name`, when present and not empty, must be a valid network name, and the well-known keys must have their spec types. Unknown
- * keys are not looked at.
+ * a plugin, `name`, when present and not empty, must be a valid network name, and the well-known keys must have
+ * their spec types. Unknown keys are not looked at.
  */
 export function netConfProblem(raw: Json): string | undefined {
   if (typeof raw.type !== "string" || raw.type === "") return "type: must name the plugin";

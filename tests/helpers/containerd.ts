@@ -285,9 +285,13 @@ export async function startContainerd(
       // no cache folder
     }
     for await (const c of Deno.readDir("/sys/fs/cgroup")) {
+      const cgroup = `/sys/fs/cgroup/${c.name}${cgroupParent}`;
+      // Leaves first: a cgroup folder can only be removed once its children are.
       await runCommand("sh", [
         "-c",
-        `[ -d '/sys/fs/cgroup/${c.name}${cgroupParent}' ] && find '/sys/fs/cgroup/${c.name}${cgroupParent}' -depth -type d -exec rmdir {} \\; ; true`,
+        '[ -d "$1" ] && find "$1" -depth -type d -exec rmdir {} \\; ; true',
+        "sh",
+        cgroup,
       ]);
     }
     for (const d of [...made].reverse()) await Deno.remove(d).catch(() => {});
