@@ -5,8 +5,8 @@
  * config's version, and nothing is left (state file, host-local reservation, veths, libcni cache). Then the
  * conflist `galaxy install` writes, with the libraries that can read it.
  *
- * The network is a galaxy.json network without a name (galaxy-veth + Debian's host-local), as Galaxy ships it:
- * host-local must keep its reservations in its data folder itself.
+ * The network is a galaxy.json network without a name (galaxy-flannel → galaxy-veth → Debian's host-local): it
+ * reaches its plugins unnamed, and host-local must keep its reservations in its data folder itself.
  * @module
  */
 import assert from "node:assert/strict";
@@ -14,7 +14,14 @@ import { cniConfText } from "../../cli/install.ts";
 import { checkResult, type CniVersion, versionAtLeast } from "../../cni/spec.ts";
 import { type Daemon, startDaemon } from "../helpers/daemon.ts";
 import { launcherDir } from "../helpers/launchers.ts";
-import { kernelSkipReason, type Lab, type Netns, type RunResult, withLab } from "../helpers/netns.ts";
+import {
+  kernelSkipReason,
+  type Lab,
+  type Netns,
+  pathExists,
+  type RunResult,
+  withLab,
+} from "../helpers/netns.ts";
 import {
   cnirun,
   goGalaxyBinary,
@@ -127,6 +134,7 @@ async function leftovers(b: Bench, containerId: string): Promise<string[]> {
     if (name.startsWith(SUBNET)) left.push(`host-local reservation ${name}`);
   }
   for (const name of await names(`${b.lab.dir}/cache/results`)) left.push(`libcni cache ${name}`);
+  for (const name of await names(`${b.lab.dir}/flannel`)) left.push(`flannel file ${name}`);
   for (const name of await b.lab.linkNames(b.lab.node)) if (name.startsWith("v-h")) left.push(`veth ${name}`);
   for (const name of await b.lab.linkNames(b.pod)) if (name !== "lo") left.push(`pod link ${name}`);
   return left;
@@ -166,6 +174,9 @@ async function runCase(b: Bench, c: Case, index: number): Promise<void> {
   }
   const pod = await b.lab.addresses(b.pod, "eth0");
   assert.equal(pod.length, 1, `${label}: pod eth0 addresses ${pod}`);
+  // Unnamed all the way down: host-local reserved the pod's IP in its data folder itself.
+  const reserved = `${b.lab.dir}/ipam/${pod[0].split("/")[0]}`;
+  assert.ok(await pathExists(reserved), `${label}: no reservation ${reserved}`);
   if (versionAtLeast(want, "0.4.0")) {
     const check = await cnirunCall(b, c, "check", conf, id);
     assert.equal(check.code, 0, `${label}: CHECK failed: ${check.stdout}${check.stderr}`);
@@ -194,13 +205,19 @@ async function runCase(b: Bench, c: Case, index: number): Promise<void> {
   assert.deepEqual(await leftovers(b, id), [], `${label}: left behind`);
 }
 
-/** galaxy.json of the bench: one network without a name, as Galaxy's own galaxy.json has them. */
+/**
+ * galaxy.json of the bench: galaxy-flannel → galaxy-veth → host-local, without a name: it reaches every plugin
+ * unnamed, and host-local keeps its reservations in its data folder itself.
+ */
 const BENCH_NETWORKS = (lab: Lab) => ({
   NetworkConf: [{
-    type: "galaxy-veth",
-    ipam: { type: "host-local", subnet: `${SUBNET}.0/24`, dataDir: `${lab.dir}/ipam` },
+    type: "galaxy-flannel",
+    delegate: { type: "galaxy-veth" },
+    subnetFile: `${lab.dir}/subnet.env`,
+    dataDir: `${lab.dir}/flannel`,
+    ipam: { dataDir: `${lab.dir}/ipam` },
   }],
-  DefaultNetworks: ["galaxy-veth"],
+  DefaultNetworks: ["galaxy-flannel"],
 });
 
 async function withBench(
@@ -212,6 +229,10 @@ async function withBench(
     await Deno.mkdir(goBin);
     const goShim = goGalaxyBinary("galaxy-sdn");
     if (goShim) await Deno.symlink(goShim, `${goBin}/galaxy-sdn`);
+    await Deno.writeTextFile(
+      `${lab.dir}/subnet.env`,
+      `FLANNEL_NETWORK=${SUBNET}.0/24\nFLANNEL_SUBNET=${SUBNET}.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n`,
+    );
     const daemon = await startDaemon(lab, { galaxyJson: galaxyJson(lab) });
     try {
       const pod = await lab.pod("p1");
