@@ -146,3 +146,16 @@ export async function loadGalaxyConfig(path: string): Promise<GalaxyConfig> {
   }
   return parseGalaxyConfig(text, path);
 }
+
+/**
+ * A start-up warning for each galaxy.json network without a name: its plugins get none, as the Go daemon passed
+ * it. Galaxy's built-ins (and host-local, through them) take that; a third-party plugin on CNI ≥ 0.8's skel
+ * refuses it ("missing network name").
+ */
+export function unnamedNetworkWarnings(config: GalaxyConfig): string[] {
+  return [...config.networks].filter(([, n]) => n.name === undefined).map(([key, n]) =>
+    `galaxy.json network "${key}" has no name: its plugins get none, as the Go Galaxy passed it; Galaxy's ` +
+    `built-ins accept that, a third-party plugin (${n.type}?) on CNI >= 0.8 refuses it ("missing network ` +
+    `name"): give the network a name if its plugin needs one`
+  );
+}

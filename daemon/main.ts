@@ -4,7 +4,7 @@
  * @module
  */
 import { versionLine } from "../cli/version.ts";
-import { loadGalaxyConfig } from "./config.ts";
+import { loadGalaxyConfig, unnamedNetworkWarnings } from "./config.ts";
 import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
 import { handleCni, type HandlerContext } from "./handler.ts";
 import { isStandalone, KubePodSource } from "./k8s.ts";
@@ -57,6 +57,7 @@ export async function main(args: string[]): Promise<number> {
   let portmap: PortMapper | undefined;
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
+    for (const warning of unnamedNetworkWarnings(config)) log.warn(warning);
     const node = nodeName(flags);
     if (isStandalone(flags, Deno.env.toObject())) {
       log.info(
