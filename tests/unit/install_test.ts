@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { CNI_CONF_NAME, cniConfText, EXAMPLE_GALAXY_JSON, OLD_CNI_CONF_NAME } from "../../cli/install.ts";
+import {
+  CNI_CONF_NAME,
+  cniConfText,
+  EXAMPLE_GALAXY_JSON,
+  isOldGalaxyConf,
+  OLD_CNI_CONF_NAME,
+} from "../../cli/install.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";
 import { EXECUTABLE_NAMES } from "../../tools/launchers.ts";
 import { launcherDir } from "../helpers/launchers.ts";
@@ -108,4 +114,15 @@ Deno.test("install: unknown flags are usage errors", async () => {
   const r = await runCommand(`${await launcherDir()}/galaxy`, ["install", "--bogus"]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /bogus/);
+});
+
+Deno.test("install: only a 00-galaxy.conf of Galaxy's shim is removed, never someone else's file", () => {
+  assert.ok(isOldGalaxyConf('{"name":"galaxy-sdn","type":"galaxy-sdn","cniVersion":"1.2.0"}'));
+  assert.ok(
+    isOldGalaxyConf('{"cniVersion":"1.1.0","name":"galaxy-sdn","type":"galaxy-sdn","socketPath":"/x"}'),
+  );
+  assert.ok(!isOldGalaxyConf('{"name":"mynet","type":"bridge"}'));
+  assert.ok(!isOldGalaxyConf('{"name":"galaxy-sdn","plugins":[{"type":"galaxy-sdn"}]}'));
+  assert.ok(!isOldGalaxyConf("not json"));
+  assert.ok(!isOldGalaxyConf(undefined));
 });
