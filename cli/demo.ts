@@ -260,6 +260,10 @@ async function demo(scene: Scene): Promise<boolean> {
       `--cni-paths=${bin},${standard}`,
       `--socket-path=${socket}`,
       `--state-dir=${scene.dir}/state`,
+      // The GC's folders and runtime socket default to the node's own: the demo keeps to its scene.
+      `--gc-dirs=${scene.dir}/state`,
+      `--flannel-allocated-ip-dir=${scene.dir}/gc-ipam`,
+      `--container-runtime-endpoint=unix://${scene.dir}/no-runtime.sock`,
       "--hostname-override=demo-node",
     ];
     scene.daemon = new Deno.Command("ip", { args, stdin: "null", stdout: "null", stderr: "piped" }).spawn();

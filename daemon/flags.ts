@@ -57,6 +57,12 @@ export interface ServeFlags {
   flannelGcIntervalMs: number;
   /** `--gc-dirs`: container-ID keyed state directories that the GC cleans. */
   gcDirs: string[];
+  /** `--container-runtime-endpoint`: the CRI socket the GC asks which sandboxes live ("" = default). */
+  containerRuntimeEndpoint: string;
+  /** `--gc-grace-period`: the GC never touches anything younger than this. */
+  gcGracePeriodMs: number;
+  /** `--eni-metadata-url`: base URL of the instance metadata service for --route-eni. */
+  eniMetadataUrl: string;
   /** `--hostname-override`: node name (else MY_NODE_NAME, else the hostname). */
   hostnameOverride: string;
   /** `--version`: print the version and exit. */
@@ -254,6 +260,31 @@ const SPECS: { [K in keyof ServeFlags]: FlagSpec<ServeFlags[K]> } = {
     default: "/var/lib/cni/flannel,/var/lib/cni/galaxy,/var/lib/cni/galaxy/port",
     usage: "container-ID keyed state directories whose stale entries the GC removes",
     parse: parseStrings,
+  },
+  containerRuntimeEndpoint: {
+    name: "container-runtime-endpoint",
+    type: "string",
+    group: "new",
+    default: "",
+    usage: "CRI socket the GC asks which pod sandboxes live (kubelet's flag); empty: $CONTAINERD_HOST, " +
+      "else unix:///run/containerd/containerd.sock",
+    parse: parseRuntimeEndpoint,
+  },
+  gcGracePeriodMs: {
+    name: "gc-grace-period",
+    type: "duration",
+    group: "new",
+    default: "2m",
+    usage: "the GC leaves alone every file, veth and container younger than this",
+    parse: parseInterval,
+  },
+  eniMetadataUrl: {
+    name: "eni-metadata-url",
+    type: "string",
+    group: "new",
+    default: "http://metadata.tencentyun.com/latest/meta-data/",
+    usage: "base URL of the instance metadata service that --route-eni reads the ENIs from",
+    parse: parseHttpUrl,
   },
   hostnameOverride: {
     name: "hostname-override",
@@ -758,6 +789,26 @@ function parseTraceLocation(text: string): TraceLocation | null {
     throw new Error("syntax error: expect file.ts:234");
   }
   return { file: parts[0], line: Number(parts[1]) };
+}
+
+function parseRuntimeEndpoint(text: string): string {
+  if (text === "") return text;
+  const path = text.startsWith("unix://") ? text.slice("unix://".length) : text;
+  if (!path.startsWith("/")) throw new Error("expected unix:///path/to/socket or an absolute path");
+  return text;
+}
+
+function parseHttpUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error("not a URL");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new Error("expected an http:// or https:// URL");
+  }
+  return text.endsWith("/") ? text : `${text}/`;
 }
 
 function parseHostPortFlag(text: string): string {

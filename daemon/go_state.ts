@@ -42,10 +42,10 @@ export function parseStateFile(text: string, path: string): StoredNetwork[] {
 }
 
 /**
- * True when `stored` was written by the Go daemon: it has neither of the keys this daemon always writes
- * (`CapabilityArgs`, set before the first plugin runs, and `Result`). The Go Galaxy kept no results and had no
+ * True when `stored` was written by the Go daemon: it has none of the keys this daemon writes (`CapabilityArgs`
+ * and `Runtime`, set before the first plugin runs, and `Result`). The Go Galaxy kept no results and had no
  * CHECK, so there is nothing to check such a network against.
  */
 export function writtenByGoGalaxy(stored: StoredNetwork): boolean {
-  return !Object.hasOwn(stored, "CapabilityArgs") && !Object.hasOwn(stored, "Result");
+  return !["CapabilityArgs", "Result", "Runtime"].some((key) => Object.hasOwn(stored, key));
 }

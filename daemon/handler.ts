@@ -13,9 +13,11 @@ import {
   confAsList,
   delNetworkList,
   findPlugin,
+  gcNetworkList,
   getVersionInfo,
   type InvokeOptions,
   type RuntimeConf,
+  statusNetworkList,
 } from "../cni/invoke.ts";
 import { isValidContainerId, parseCniArgs, validateIfname } from "../cni/skel.ts";
 import {
@@ -42,7 +44,7 @@ const CniWireRequestSchema = z.object({
   config: z.string().optional(),
 });
 import type { GalaxyConfig } from "./config.ts";
-import { type PodLike, resolveNetworks } from "./networks.ts";
+import { findNetworkInConfDir, type PodLike, resolveNetworks } from "./networks.ts";
 import { writtenByGoGalaxy } from "./go_state.ts";
 import { MIRROR_ANNOTATION, runtimeUidOf } from "./pod_uid.ts";
 import { bodyVersion, errorBody, replyVersion, resultBody } from "./reply.ts";
@@ -53,6 +55,8 @@ import { firstIPv4, type PortMapper } from "./portmap.ts";
 export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
 /** GC leaves alone state files younger than this, so a container in the middle of its ADD is never collected. */
 export const GC_GRACE_MS = 2 * 60_000;
+/** How long a CNI GC waits for requests in flight to finish before it asks the plugins. */
+const GC_DRAIN_MS = 30_000;
 
 /** Logging as the handler needs it. */
 export interface HandlerLog {
@@ -100,6 +104,8 @@ export interface HandlerContext {
   portmap?: PortMapper;
   /** Set when shutdown has begun: new ADDs are refused with code 11. */
   shuttingDown?: () => boolean;
+  /** `--gc-grace-period`: GC leaves alone state younger than this (default {@linkcode GC_GRACE_MS}). */
+  gcGraceMs?: number;
 }
 
 /** The reply to the shim. */
@@ -115,6 +121,8 @@ export interface HandlerReply {
 
 const containerLocks = new Map<string, Promise<void>>();
 const inFlight = new Set<string>();
+/** Set while a CNI GC asks the plugins: no request starts, so no attachment appears behind GC's back. */
+let pluginGcGate: Promise<void> | undefined;
 
 /** Runs `fn` when no other request for `containerId` is running; requests for one container queue in order. */
 export async function withContainerLock<T>(containerId: string, fn: () => Promise<T>): Promise<T> {
@@ -124,6 +132,7 @@ export async function withContainerLock<T>(containerId: string, fn: () => Promis
   const chained = previous.then(() => current);
   containerLocks.set(containerId, chained);
   await previous;
+  while (pluginGcGate) await pluginGcGate;
   inFlight.add(containerId);
   try {
     return await fn();
@@ -131,6 +140,39 @@ export async function withContainerLock<T>(containerId: string, fn: () => Promis
     inFlight.delete(containerId);
     release();
     if (containerLocks.get(containerId) === chained) containerLocks.delete(containerId);
+  }
+}
+
+/** True while a request (or the GC) holds or waits for `containerId`'s lock: the GC then leaves it alone. */
+export function isContainerBusy(containerId: string): boolean {
+  return containerLocks.has(containerId);
+}
+
+/** Container IDs with a request holding or waiting for their lock. */
+export function busyContainers(): string[] {
+  return [...containerLocks.keys()];
+}
+
+/** Runs `fn` with no request running and none starting: waits (bounded) for those in flight to finish. */
+async function withRequestsPaused<T>(fn: () => Promise<T>): Promise<T> {
+  while (pluginGcGate) await pluginGcGate;
+  let open!: () => void;
+  pluginGcGate = new Promise<void>((r) => open = r);
+  try {
+    const deadline = Date.now() + GC_DRAIN_MS;
+    while (inFlight.size > 0) {
+      if (Date.now() >= deadline) {
+        throw new CniError(
+          ErrorCode.TryAgainLater,
+          `GC: ${inFlight.size} request(s) still running after ${GC_DRAIN_MS / 1000} s; try again later`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return await fn();
+  } finally {
+    pluginGcGate = undefined;
+    open();
   }
 }
 
@@ -481,6 +523,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
       Conf: net.isList ? list : singleConf(list),
       IfName: net.ifname,
       CapabilityArgs: { ...capabilityArgs, ...net.capabilityArgs },
+      Runtime: { netns: req.netns, args: Object.fromEntries(req.args), path: req.path },
     });
   }
   await writeState(ctx.stateDir, req.containerId, stored);
@@ -594,37 +637,144 @@ async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<Handle
   return { status: 200, body: "" };
 }
 
-function cmdStatus(ctx: HandlerContext): HandlerReply {
+/**
+ * STATUS: the daemon must be ready, then every default network's plugins are asked (from 1.1.0 on). A plugin's
+ * 50/51 is passed on with the network named; any other failure is 50, as the network cannot take ADDs.
+ */
+async function cmdStatus(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
   if (ctx.shuttingDown?.()) throw new CniError(ErrorCode.NotAvailable, "galaxy daemon is shutting down");
   const reason = ctx.pods?.notReadyReason();
   if (reason) throw new CniError(ErrorCode.NotAvailable, `galaxy daemon is not ready: ${reason}`);
+  const options = invokeOptions(ctx, req);
+  for (const name of ctx.config.defaultNetworks) {
+    try {
+      const found = networkList(ctx, name) ??
+        (await findNetworkInConfDir(ctx.confDir, name, { warn: (m) => ctx.log.warn(m) }))?.list;
+      if (!found) {
+        throw new CniError(ErrorCode.NotAvailable, `not in galaxy.json NetworkConf nor in ${ctx.confDir}`);
+      }
+      await statusNetworkList(await negotiateVersion(found, options), options);
+    } catch (e) {
+      const err = asCniError(e);
+      const code = err.code === ErrorCode.NotAvailable || err.code === ErrorCode.LimitedConnectivity
+        ? err.code
+        : ErrorCode.NotAvailable;
+      throw new CniError(code, `default network "${name}": ${err.message}`, err.details);
+    }
+  }
   return { status: 200, body: "" };
 }
 
-async function cmdGc(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
-  const valid = req.config["cni.dev/valid-attachments"];
+/** A galaxy.json network as a list, or `undefined` when galaxy.json has no such network. */
+function networkList(ctx: HandlerContext, name: string): NetConfList | undefined {
+  const entry = ctx.config.networks.get(name);
+  return entry ? confAsList(structuredClone(entry) as NetConf & { name: string }) : undefined;
+}
+
+/** Validates `cni.dev/valid-attachments`: a list of `{containerID, ifname}` with string fields. */
+function validAttachments(config: Record<string, unknown>): { containerID: string; ifname: string }[] {
+  const valid = config["cni.dev/valid-attachments"];
   if (!Array.isArray(valid)) {
     throw new CniError(
       ErrorCode.InvalidNetworkConfig,
       "GC needs cni.dev/valid-attachments in the configuration",
     );
   }
-  const keep = new Set(valid.map((a) => String((a as { containerID?: unknown }).containerID)));
+  return valid.map((a, i) => {
+    const { containerID, ifname } = (a ?? {}) as { containerID?: unknown; ifname?: unknown };
+    if (typeof containerID !== "string" || typeof ifname !== "string") {
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        `cni.dev/valid-attachments[${i}] must have string containerID and ifname`,
+      );
+    }
+    return { containerID, ifname };
+  });
+}
+
+/**
+ * GC: DEL (through the plugins, from the state file) every container the runtime no longer lists, except
+ * those younger than the grace period or with a request in flight; then, with requests paused, GC goes to the
+ * plugins of every galaxy.json network and of every network a kept container uses, each with the
+ * attachments of that network that remain (so plugins drop records, VFs and IPs of containers long gone).
+ */
+async function cmdGc(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
+  const keep = new Set(validAttachments(req.config).map((a) => a.containerID));
+  const graceMs = ctx.gcGraceMs ?? GC_GRACE_MS;
   const errors: string[] = [];
   for (const { containerId, mtime } of await listStates(ctx.stateDir)) {
-    if (keep.has(containerId) || inFlight.has(containerId)) continue;
-    if (Date.now() - mtime.getTime() < GC_GRACE_MS) continue;
+    if (keep.has(containerId) || isContainerBusy(containerId)) continue;
+    if (Date.now() - mtime.getTime() < graceMs) continue;
     await withContainerLock(containerId, async () => {
       try {
-        await cmdDel(ctx, { ...req, command: "DEL", containerId, netns: "", ifname: "" });
-        ctx.log.info(`GC: removed the networks of container ${containerId}`);
+        if (await releaseFromState(ctx, containerId)) {
+          ctx.log.info(`GC: removed the networks of container ${containerId} (not in the runtime's list)`);
+        }
       } catch (e) {
         errors.push(`${containerId}: ${(e as Error).message}`);
       }
     });
   }
+  await withRequestsPaused(async () => {
+    const lists = new Map<string, NetConfList>();
+    const valid = new Map<string, { containerID: string; ifname: string }[]>();
+    for (const name of ctx.config.networks.keys()) {
+      lists.set(name, networkList(ctx, name)!);
+      valid.set(name, []);
+    }
+    const kept = (await listStates(ctx.stateDir)).map((s) => s.containerId).sort();
+    for (const containerId of kept) {
+      const networks = await readState(ctx.stateDir, containerId).catch(() => undefined) ?? [];
+      for (const stored of networks) {
+        if (!lists.has(stored.NetworkType)) {
+          try {
+            lists.set(stored.NetworkType, storedList(stored));
+            valid.set(stored.NetworkType, []);
+          } catch {
+            continue; // a conf that no longer parses: its DEL reports that
+          }
+        }
+        valid.get(stored.NetworkType)!.push({ containerID: containerId, ifname: stored.IfName });
+      }
+    }
+    const options = invokeOptions(ctx, req);
+    for (const [name, list] of lists) {
+      try {
+        await gcNetworkList(await negotiateVersion(list, options), valid.get(name)!, options);
+      } catch (e) {
+        errors.push(`network "${name}": ${(e as Error).message}`);
+      }
+    }
+  });
   if (errors.length) throw new CniError(ErrorCode.PluginFailure, `GC errors: ${errors.join("; ")}`);
   return { status: 200, body: "" };
+}
+
+/**
+ * Runs DEL of every network in a container's state file, with the netns, CNI_ARGS and plugin path its ADD had,
+ * for a container the runtime forgot (no DEL will ever come). The caller holds the container's lock. Returns
+ * false when there is no state file; throws (leaving the failed networks recorded) when a plugin fails.
+ */
+export async function releaseFromState(ctx: HandlerContext, containerId: string): Promise<boolean> {
+  const networks = await readState(ctx.stateDir, containerId);
+  if (!networks) return false;
+  const runtime = networks.find((n) => n.Runtime)?.Runtime;
+  // A namespace that is gone is not passed: the plugins then clean up the host side only, as DEL allows.
+  const netns = runtime?.netns && await Deno.stat(runtime.netns).then(() => true, () => false)
+    ? runtime.netns
+    : "";
+  const path = runtime?.path?.length ? runtime.path : ctx.cniPaths;
+  await cmdDel(ctx, {
+    command: "DEL",
+    containerId,
+    netns,
+    ifname: networks[0]?.IfName ?? "eth0",
+    args: Object.entries(runtime?.args ?? {}),
+    path: [...path, ...ctx.cniPaths.filter((p) => !path.includes(p))],
+    config: {},
+    version: CURRENT_VERSION,
+  });
+  return true;
 }
 
 function errorReply(err: CniError, status: number, version: CniVersion = CURRENT_VERSION): HandlerReply {
@@ -653,7 +803,7 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
         reply = await withContainerLock(req.containerId, () => cmdCheck(ctx, req));
         break;
       case "STATUS":
-        reply = cmdStatus(ctx);
+        reply = await cmdStatus(ctx, req);
         break;
       case "GC":
         reply = await cmdGc(ctx, req);

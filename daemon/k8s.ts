@@ -106,6 +106,12 @@ export class KubePodSource implements PodSource {
     return `pod cache of node ${this.#node} not synced${this.#lastError ? ` (${this.#lastError})` : ""}`;
   }
 
+  /** The pods of this node by `namespace/name`, with their UIDs; `undefined` until the cache has synced. */
+  nodePodUids(): Map<string, { uid?: string }> | undefined {
+    if (!this.#synced) return undefined;
+    return new Map([...this.#pods].map(([key, pod]) => [key, { uid: pod.metadata?.uid }]));
+  }
+
   async #run(): Promise<void> {
     const fieldSelector = `spec.nodeName=${this.#node}`;
     while (!this.#stop.signal.aborted) {

@@ -1,15 +1,26 @@
 /**
  * `galaxy serve`: the node daemon. Start-up order: flags, logging, galaxy.json, the pod source (or standalone
- * mode), then the socket. SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded) and exit 0.
+ * mode), the node upkeep (kernel settings, route-ENI, the GC with the container runtime), then the socket.
+ * SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded), stop the upkeep loops and exit 0.
  * @module
  */
 import { versionLine } from "../cli/version.ts";
 import { loadGalaxyConfig, unnamedNetworkWarnings } from "./config.ts";
 import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
-import { handleCni, type HandlerContext } from "./handler.ts";
+import { EniKeeper } from "./eni.ts";
+import { GarbageCollector } from "./gc.ts";
+import {
+  busyContainers,
+  handleCni,
+  type HandlerContext,
+  isContainerBusy,
+  releaseFromState,
+  withContainerLock,
+} from "./handler.ts";
+import { KernelKeeper } from "./kernel.ts";
 import { isStandalone, KubePodSource } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
-import { CniMetrics, describeExchange, serveMetrics } from "./metrics.ts";
+import { CniMetrics, Counters, describeExchange, serveMetrics } from "./metrics.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers } from "../netops/netns.ts";
 import { Iptables } from "../netops/iptables.ts";
@@ -98,6 +109,7 @@ export async function main(args: string[]): Promise<number> {
       pods,
       log: getLog("cni"),
       pluginEnv: Deno.env.toObject(),
+      gcGraceMs: flags.gcGracePeriodMs,
     };
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
@@ -105,6 +117,9 @@ export async function main(args: string[]): Promise<number> {
     await pods?.close();
     return 1;
   }
+
+  const counters = new Counters();
+  const upkeep = startUpkeep(flags, ctx, pods, counters);
 
   let stopping = false;
   ctx.shuttingDown = () => stopping;
@@ -121,7 +136,7 @@ export async function main(args: string[]): Promise<number> {
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress
-    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), { load: () => server.load() })
+    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), { load: () => server.load(), counters })
     : undefined;
   if (metricsServer) log.info(`metrics on http://${flags.metricsAddress}/metrics`);
 
@@ -134,9 +149,74 @@ export async function main(args: string[]): Promise<number> {
   stopping = true;
   log.info(`${signal}: finishing in-flight requests (up to ${SHUTDOWN_GRACE_MS / 1000} s)`);
   await server.shutdown(SHUTDOWN_GRACE_MS);
+  await upkeep.stop();
   await metricsServer?.shutdown();
   await portmap?.close();
   await pods?.close();
   log.info("stopped");
   return 0;
+}
+
+/** The node upkeep loops: kernel settings, route-ENI tables and the GC; `stop` ends them all. */
+function startUpkeep(
+  flags: ServeFlags,
+  ctx: HandlerContext,
+  pods: KubePodSource | undefined,
+  counters: Counters,
+): { stop(): Promise<void> } {
+  const kernel = new KernelKeeper(flags, getLog("kernel"), { counters });
+  kernel.start();
+  const eni = flags.routeEni
+    ? new EniKeeper(getLog("eni"), { metadataUrl: flags.eniMetadataUrl, counters })
+    : undefined;
+  eni?.start();
+
+  // grpc-js costs ~0.25 s and ~28 MB to load: it is loaded beside the socket's start, not before it.
+  const log = getLog("gc");
+  const gcStarted = import("./cri.ts").then(({ CriClient, runtimeEndpoint }) => {
+    const endpoint = runtimeEndpoint(flags.containerRuntimeEndpoint, Deno.env.toObject());
+    const cri = new CriClient(endpoint);
+    cri.version().then(
+      (v) =>
+        log.info(
+          `container runtime ${v.runtimeName} ${v.runtimeVersion} (CRI ${v.runtimeApiVersion}) at ${endpoint}`,
+        ),
+      (e) =>
+        log.warn(
+          `container runtime at ${endpoint} not reachable (${
+            (e as Error).message
+          }): until it is, the GC decides ` +
+            "from the apiserver's pods of this node and their network namespaces",
+        ),
+    );
+    const gc = new GarbageCollector({
+      stateDir: flags.stateDir,
+      ipDirs: flags.flannelAllocatedIpDir,
+      gcDirs: flags.gcDirs,
+      intervalMs: flags.flannelGcIntervalMs,
+      graceMs: flags.gcGracePeriodMs,
+      cri,
+      pods,
+      releaseState: (id) => releaseFromState(ctx, id),
+      // Works from the port file alone; the DEL from the state file has usually released them already.
+      releasePorts: ctx.portmap ? (id) => ctx.portmap!.releasePortMappings(id) : undefined,
+      isBusy: isContainerBusy,
+      busyContainers,
+      withLock: withContainerLock,
+      counters,
+      log,
+    });
+    gc.start();
+    return { gc, cri };
+  }).catch((e) => {
+    log.error(`the GC cannot start: ${(e as Error).message}`);
+    return undefined;
+  });
+  return {
+    async stop() {
+      const started = await gcStarted;
+      await Promise.all([started?.gc.stop(), kernel.stop(), eni?.stop()]);
+      started?.cri.close();
+    },
+  };
 }

@@ -1,6 +1,7 @@
 /**
  * Prometheus metrics of the daemon on an optional TCP address (`--metrics-address`): CNI requests by verb
- * and result, their latency, and how many run and wait right now.
+ * and result, their latency, and how many run and wait right now; and labelled counters of the node upkeep
+ * (GC removals and errors, sysctl writes, ENI set-up).
  * @module
  */
 
@@ -59,6 +60,46 @@ export class CniMetrics {
   }
 }
 
+/** Labelled counters, e.g. `galaxy_gc_removed_total{kind="ip-file",reason="sandbox gone"}`. */
+export class Counters {
+  readonly #help = new Map<string, string>();
+  readonly #values = new Map<string, Map<string, number>>();
+
+  /** Declares a counter with its help line; counters appear in the order declared. */
+  declare(name: string, help: string): void {
+    this.#help.set(name, help);
+    if (!this.#values.has(name)) this.#values.set(name, new Map());
+  }
+
+  /** Adds `n` (default 1) to the counter `name` with `labels`. */
+  inc(name: string, labels: Record<string, string> = {}, n = 1): void {
+    let series = this.#values.get(name);
+    if (!series) this.#values.set(name, series = new Map());
+    const key = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",");
+    series.set(key, (series.get(key) ?? 0) + n);
+  }
+
+  /** The current value of one series (0 when never counted). */
+  get(name: string, labels: Record<string, string> = {}): number {
+    const key = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",");
+    return this.#values.get(name)?.get(key) ?? 0;
+  }
+
+  /** The Prometheus text exposition of every counter. */
+  render(): string {
+    const lines: string[] = [];
+    for (const [name, series] of this.#values) {
+      lines.push(`# HELP ${name} ${this.#help.get(name) ?? name}`, `# TYPE ${name} counter`);
+      for (const [key, n] of [...series].sort()) lines.push(`${name}${key ? `{${key}}` : ""} ${n}`);
+    }
+    return lines.length ? lines.join("\n") + "\n" : "";
+  }
+}
+
+function escapeLabel(value: string): string {
+  return value.replace(/[\\"\n]/g, (c) => c === "\n" ? "\\n" : `\\${c}`);
+}
+
 /** The verb and error code of a wire request and its reply, for {@linkcode CniMetrics.observe}. */
 export function describeExchange(
   body: string,
@@ -86,13 +127,13 @@ export function describeExchange(
 export function serveMetrics(
   metrics: CniMetrics,
   address: { hostname: string; port: number },
-  options: { load: () => { active: number; queued: number } },
+  options: { load: () => { active: number; queued: number }; counters?: Counters },
 ): Deno.HttpServer<Deno.NetAddr> {
   return Deno.serve(
     { hostname: address.hostname || "0.0.0.0", port: address.port, onListen: () => {} },
     (req) => {
       if (new URL(req.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
-      return new Response(metrics.render(options.load()), {
+      return new Response(metrics.render(options.load()) + (options.counters?.render() ?? ""), {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });
     },

@@ -22,6 +22,21 @@ export interface StoredNetwork {
   CapabilityArgs?: Record<string, unknown>;
   /** The network's ADD result in the 1.1.0 shape, once it succeeded (ours). */
   Result?: Result;
+  /**
+   * What the runtime gave the ADD (ours): the GC repeats the DEL with it when the runtime never sends one, and
+   * tells from the pod and the namespace whether the container still lives when the runtime cannot be asked.
+   */
+  Runtime?: StoredRuntime;
+}
+
+/** The runtime's side of an ADD, as stored for a later DEL by the GC. */
+export interface StoredRuntime {
+  /** `CNI_NETNS`. */
+  netns: string;
+  /** `CNI_ARGS` (K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID, ...). */
+  args: Record<string, string>;
+  /** The plugin search path the ADD used (the runtime's `CNI_PATH`, then `--cni-paths`). */
+  path: string[];
 }
 
 /** The file of one container. */

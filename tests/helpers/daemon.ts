@@ -100,7 +100,7 @@ export interface FakeApiserver {
   kubeconfig: string;
   /** Stores (creates or replaces) a pod. */
   putPod(pod: Record<string, unknown>): Promise<Record<string, unknown>>;
-  /** Removes a pod. */
+  /** Removes a pod (watchers get DELETED). */
   deletePod(namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
@@ -223,6 +223,15 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
     ...(options.kubeconfig ? [`--kubeconfig=${options.kubeconfig}`] : []),
     ...(options.flags ?? []),
   ];
+  // The GC's folders and the runtime socket default to the node's real ones: keep them inside the lab.
+  const labDefaults: Record<string, string> = {
+    "gc-dirs": `${lab.dir}/gc`,
+    "flannel-allocated-ip-dir": `${lab.dir}/gc-ipam`,
+    "container-runtime-endpoint": `unix://${lab.dir}/no-runtime.sock`,
+  };
+  for (const [flag, value] of Object.entries(labDefaults)) {
+    if (!args.some((a) => a.startsWith(`--${flag}=`))) args.push(`--${flag}=${value}`);
+  }
   const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env, options.netOnly);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {

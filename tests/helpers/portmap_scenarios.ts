@@ -36,7 +36,9 @@ async function listeners(port: number): Promise<string[]> {
 
 async function portFiles(): Promise<string[]> {
   try {
-    return [...Deno.readDirSync(portDir)].map((e) => e.name).filter((n) => !n.startsWith("."));
+    const names: string[] = [];
+    for await (const e of Deno.readDir(portDir)) if (!e.name.startsWith(".")) names.push(e.name);
+    return names;
   } catch {
     return [];
   }

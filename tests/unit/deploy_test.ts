@@ -18,6 +18,7 @@ import {
 import { DEFAULT_CACHE_DIR } from "../../cni/invoke.ts";
 import { DEFAULT_SOCKET_PATH } from "../../cni/wire.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";
+import { DEFAULT_RUNTIME_ENDPOINT, runtimeTarget } from "../../daemon/cri.ts";
 import { defaultServeFlags, FLAG_TABLE, parseServeFlags, type ServeFlags } from "../../daemon/flags.ts";
 import { launcherDir, REPO_ROOT } from "../helpers/launchers.ts";
 import { runCommand } from "../helpers/netns.ts";
@@ -95,8 +96,14 @@ const CODE_PATHS: ReadonlyMap<string, string> = (() => {
   // flanneld's lease, read by galaxy-flannel (cni/plugins/flannel.ts) as the example's subnetFile.
   add(dirname(FLANNEL_SUBNET_FILE), "galaxy-flannel's subnetFile in EXAMPLE_GALAXY_JSON");
   add(RUNTIME_NETNS_DIR, "CNI_NETNS paths of containerd / CRI-O, entered by netops/netns.ts");
+  add(dirname(runtimeSocket(DEFAULT_RUNTIME_ENDPOINT)), "daemon/cri.ts DEFAULT_RUNTIME_ENDPOINT's folder");
   return m;
 })();
+
+/** The socket path of a runtime endpoint (`unix:///x` or `/x`). */
+function runtimeSocket(endpoint: string): string {
+  return runtimeTarget(endpoint).slice("unix://".length);
+}
 
 function assertCodePath(path: string, where: string): void {
   assert.ok(
@@ -308,6 +315,7 @@ Deno.test("deploy: the code paths the checks accept are the ones the code defaul
     "/etc/galaxy",
     "/opt/cni/bin",
     "/opt/cni/galaxy/bin",
+    "/run/containerd",
     "/run/flannel",
     "/var/lib/cni",
     "/var/lib/cni/flannel",
@@ -502,6 +510,15 @@ Deno.test("deploy: the DaemonSet runs galaxy install then galaxy serve, with val
   }
   assert.equal(covering(mounts, flags.jsonConfigPath)!.volume.configMap?.name, "galaxy-etc");
   assert.equal(mounts.get(RUNTIME_NETNS_DIR)?.mountPropagation, "Bidirectional");
+  // The GC's container runtime: the flag is passed, and the socket's folder is the host's.
+  assert.ok(flags.containerRuntimeEndpoint, "main container: --container-runtime-endpoint is not passed");
+  const runtimeDir = dirname(runtimeSocket(flags.containerRuntimeEndpoint));
+  const runtimeMount = covering(mounts, runtimeDir);
+  assert.equal(
+    runtimeMount?.volume.hostPath?.path,
+    runtimeDir,
+    "main container: the runtime socket is not mounted",
+  );
 
   const nodeName = (main.env as Obj[]).filter((e) => e.name === "MY_NODE_NAME");
   assert.deepEqual(nodeName, [{
@@ -587,4 +604,9 @@ Deno.test("deploy: galaxy.service installs before the kubelet and runs galaxy se
   if (flags.kubeconfig) assertCodePath(dirname(flags.kubeconfig), "--kubeconfig's folder");
   assert.equal(installed.socketPath, flags.socketPath, "install's conf points at the daemon's socket");
   assert.deepEqual(flags.cniPaths, [installed.binDir], "the daemon runs the plugin links install made");
+  assert.equal(
+    flags.containerRuntimeEndpoint,
+    DEFAULT_RUNTIME_ENDPOINT,
+    "the GC asks containerd's CRI socket",
+  );
 });

@@ -50,6 +50,9 @@ const GALAXY_DEFAULTS: ServeFlags = {
   flannelAllocatedIpDir: ["/var/lib/cni/networks", "/var/lib/cni/networks/galaxy-flannel"],
   flannelGcIntervalMs: 10_000,
   gcDirs: ["/var/lib/cni/flannel", "/var/lib/cni/galaxy", "/var/lib/cni/galaxy/port"],
+  containerRuntimeEndpoint: "",
+  gcGracePeriodMs: 120_000,
+  eniMetadataUrl: "http://metadata.tencentyun.com/latest/meta-data/",
   hostnameOverride: "",
   version: false,
   pprof: false,
@@ -84,6 +87,9 @@ const ISSUE_FLAGS = [
   "flannel-allocated-ip-dir",
   "flannel-gc-interval",
   "gc-dirs",
+  "container-runtime-endpoint",
+  "gc-grace-period",
+  "eni-metadata-url",
   "hostname-override",
   "version",
   "v",
@@ -144,6 +150,9 @@ Deno.test("flags: the table shows each default as the help does", () => {
     "flannel-allocated-ip-dir": "strings [/var/lib/cni/networks,/var/lib/cni/networks/galaxy-flannel]",
     "flannel-gc-interval": "duration 10s",
     "gc-dirs": "strings [/var/lib/cni/flannel,/var/lib/cni/galaxy,/var/lib/cni/galaxy/port]",
+    "container-runtime-endpoint": 'string ""',
+    "gc-grace-period": "duration 2m",
+    "eni-metadata-url": "string http://metadata.tencentyun.com/latest/meta-data/",
     "hostname-override": 'string ""',
     "version": "bool false",
     "pprof": "bool false",
@@ -253,10 +262,16 @@ Deno.test("flags: '_' is accepted for '-' in every name", () => {
   assert.equal(parse("--max_concurrent_requests=3").maxConcurrentRequests, 3);
   for (const f of FLAG_TABLE) {
     const underscored = f.name.replaceAll("-", "_");
-    const value = f.type === "bool" ? [] : [f.name === "iptables-backend" ? "nft" : sampleValue(f.type)];
+    const value = f.type === "bool" ? [] : [SAMPLE_BY_NAME[f.name] ?? sampleValue(f.type)];
     assert.doesNotThrow(() => parse(`--${underscored}`, ...value), `--${underscored}`);
   }
 });
+
+const SAMPLE_BY_NAME: Record<string, string> = {
+  "iptables-backend": "nft",
+  "container-runtime-endpoint": "/run/x.sock",
+  "eni-metadata-url": "http://127.0.0.1:1/",
+};
 
 function sampleValue(type: string): string {
   const samples: Record<string, string> = {
@@ -527,6 +542,20 @@ Deno.test("flags: splitHostPort", () => {
   assert.deepEqual(splitHostPort("[::1]:65535"), { hostname: "::1", port: 65535 });
   assert.throws(() => splitHostPort("host"), /host:port/);
   assert.throws(() => splitHostPort("host:0"), /1-65535/);
+});
+
+Deno.test("flags: the upkeep flags: runtime endpoint, grace period, metadata URL", () => {
+  const f = parse(
+    "--container-runtime-endpoint=unix:///run/k3s/containerd/containerd.sock",
+    "--gc-grace-period=30s",
+    "--eni-metadata-url=http://127.0.0.1:8080/latest/meta-data",
+  );
+  assert.equal(f.containerRuntimeEndpoint, "unix:///run/k3s/containerd/containerd.sock");
+  assert.equal(f.gcGracePeriodMs, 30_000);
+  assert.equal(f.eniMetadataUrl, "http://127.0.0.1:8080/latest/meta-data/");
+  assertFlagError(["--container-runtime-endpoint=tcp://1.2.3.4:5"], "--container-runtime-endpoint", /unix/);
+  assertFlagError(["--gc-grace-period=0"], "--gc-grace-period", /greater than 0/);
+  assertFlagError(["--eni-metadata-url=ftp://x/"], "--eni-metadata-url", /http/);
 });
 
 Deno.test("port-mapping flags: backend choice and masquerade bit are checked", () => {

@@ -273,6 +273,7 @@ Deno.test("handleCni: ADD (standalone) runs DefaultNetworks in order and writes 
         "IfName",
         "NetworkType",
         "Result",
+        "Runtime",
       ]);
       assert.equal(n.Args.IgnoreUnknown, "1");
       assert.equal(n.Conf.type, "recorder");
@@ -507,6 +508,47 @@ Deno.test("handleCni: STATUS is ready when the pod source is synced, else code 5
   });
 });
 
+Deno.test("handleCni: STATUS asks every default network's plugins; their 50/51 comes back naming the network", async () => {
+  await withHandler(TWO_NETS, async ({ ctx, record }) => {
+    assert.deepEqual(await call(ctx, "STATUS"), { status: 200, body: "" });
+    assert.deepEqual((await readCalls(record)).map((c) => `${c.verb} ${c.conf.name}`), [
+      "STATUS first",
+      "STATUS second",
+    ]);
+  });
+  const failing = (code: number) => ({
+    ...TWO_NETS,
+    NetworkConf: [
+      TWO_NETS.NetworkConf[0],
+      { ...TWO_NETS.NetworkConf[1], fail: { code, msg: "subnet file missing" }, failOn: ["STATUS"] },
+    ],
+  });
+  // A default network from --network-conf-dir is asked too.
+  await withHandler({ ...TWO_NETS, DefaultNetworks: ["first", "fromdir"] }, async ({ ctx, record }) => {
+    await Deno.mkdir(ctx.confDir, { recursive: true });
+    await Deno.writeTextFile(
+      `${ctx.confDir}/10-fromdir.conf`,
+      JSON.stringify({ cniVersion: "1.1.0", name: "fromdir", type: "recorder", recordFile: record }),
+    );
+    assert.deepEqual(await call(ctx, "STATUS"), { status: 200, body: "" });
+    assert.deepEqual((await readCalls(record)).map((c) => `${c.verb} ${c.conf.name}`), [
+      "STATUS first",
+      "STATUS fromdir",
+    ]);
+    await Deno.remove(`${ctx.confDir}/10-fromdir.conf`);
+    const missing = errorOf(await call(ctx, "STATUS"));
+    assert.equal(missing.code, 50);
+    assert.match(missing.msg, /^default network "fromdir": not in galaxy\.json NetworkConf nor in /);
+  });
+  for (const [code, expected] of [[51, 51], [50, 50], [100, 50]]) {
+    await withHandler(failing(code), async ({ ctx }) => {
+      const err = errorOf(await call(ctx, "STATUS"));
+      assert.equal(err.code, expected, err.msg);
+      assert.match(err.msg, /^default network "second": .*subnet file missing/);
+    });
+  }
+});
+
 Deno.test("handleCni: ADD while shutting down gets code 11 and runs nothing", async () => {
   await withHandler(TWO_NETS, async ({ ctx, record }) => {
     ctx.shuttingDown = () => true;
@@ -548,9 +590,21 @@ Deno.test("handleCni: GC DELs old state files not in cni.dev/valid-attachments, 
     });
     assert.deepEqual(reply, { status: 200, body: "" });
     const calls = await readCalls(record);
-    assert.deepEqual(calls.map((c) => `${c.verb} ${c.env.CNI_CONTAINERID} ${c.conf.name}`), [
-      "DEL old-gone old-gone",
-    ]);
+    // The DEL of the gone container, then GC to the plugins of every galaxy.json network and of every network
+    // a kept container uses, each with the attachments of that network that remain.
+    assert.deepEqual(
+      calls.map((c) => [
+        `${c.verb} ${c.env.CNI_CONTAINERID} ${c.conf.name}`,
+        JSON.stringify(c.conf["cni.dev/valid-attachments"]),
+      ]),
+      [
+        ["DEL old-gone old-gone", undefined],
+        ["GC undefined first", "[]"],
+        ["GC undefined second", "[]"],
+        ["GC undefined fresh-gone", '[{"containerID":"fresh-gone","ifname":"eth0"}]'],
+        ["GC undefined old-valid", '[{"containerID":"old-valid","ifname":"eth0"}]'],
+      ],
+    );
     assert.equal(calls[0].env.CNI_IFNAME, "eth0");
     assert.deepEqual((calls[0].conf.prevResult as Result).ips, [{ address: "198.18.5.5/24" }]);
     assert.equal(await readState(ctx.stateDir, "old-gone"), undefined);

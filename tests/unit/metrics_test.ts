@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CniMetrics, describeExchange, serveMetrics } from "../../daemon/metrics.ts";
+import { CniMetrics, Counters, describeExchange, serveMetrics } from "../../daemon/metrics.ts";
 
 Deno.test("metrics: requests are counted by verb and code, with latency histograms and load gauges", async () => {
   const m = new CniMetrics();
@@ -44,4 +44,43 @@ Deno.test("metrics: the verb and code of an exchange come from the request and t
       code: 0,
     },
   );
+});
+
+Deno.test("metrics: the upkeep counters are served after the request metrics, labels escaped", async () => {
+  const counters = new Counters();
+  counters.declare("galaxy_gc_removed_total", "Leftovers removed.");
+  counters.declare("galaxy_gc_errors_total", "Removals that failed.");
+  counters.inc("galaxy_gc_removed_total", {
+    kind: "ip-file",
+    reason: "the runtime no longer lists its sandbox",
+  });
+  counters.inc("galaxy_gc_removed_total", {
+    kind: "ip-file",
+    reason: "the runtime no longer lists its sandbox",
+  });
+  counters.inc("galaxy_gc_removed_total", { kind: "veth", reason: 'a "quoted"\nreason' });
+  assert.equal(
+    counters.get("galaxy_gc_removed_total", {
+      kind: "ip-file",
+      reason: "the runtime no longer lists its sandbox",
+    }),
+    2,
+  );
+  const server = serveMetrics(new CniMetrics(), { hostname: "127.0.0.1", port: 0 }, {
+    load: () => ({ active: 0, queued: 0 }),
+    counters,
+  });
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${server.addr.port}/metrics`)).text();
+    assert.match(text, /^# TYPE galaxy_gc_removed_total counter$/m);
+    assert.match(
+      text,
+      /^galaxy_gc_removed_total\{kind="ip-file",reason="the runtime no longer lists its sandbox"\} 2$/m,
+    );
+    assert.match(text, /^galaxy_gc_removed_total\{kind="veth",reason="a \\"quoted\\"\\nreason"\} 1$/m);
+    assert.match(text, /^# HELP galaxy_gc_errors_total Removals that failed\.$/m);
+    assert.ok(text.indexOf("galaxy_cni_requests_in_flight") < text.indexOf("galaxy_gc_removed_total"));
+  } finally {
+    await server.shutdown();
+  }
 });
