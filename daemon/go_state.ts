@@ -14,9 +14,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 /**
- * Parses a state file of either daemon into {@linkcode StoredNetwork}s: `Args: null` becomes `{}`, and an entry
- * that DEL could not run (no network name, no configuration with a `type`, no interface) throws an Error that
- * names the file and the entry.
+ * Parses a state file of either daemon into {@linkcode StoredNetwork}s: `Args: null` becomes `{}`, a missing
+ * `IfName` `""` (DEL then uses the runtime's), and an entry that DEL could not run (no network name, no
+ * configuration with a `type` or `plugins`) throws an Error that names the file and the entry.
  */
 export function parseStateFile(text: string, path: string): StoredNetwork[] {
   const parsed: unknown = JSON.parse(text);
@@ -29,15 +29,16 @@ export function parseStateFile(text: string, path: string): StoredNetwork[] {
     if (!isObject(Conf) || typeof Conf.type !== "string" && !Array.isArray(Conf.plugins)) {
       throw new Error(`${what} (network "${NetworkType}"): Conf has neither a type nor plugins`);
     }
-    if (typeof IfName !== "string" || IfName === "") {
-      throw new Error(`${what} (network "${NetworkType}"): no IfName`);
+    if (IfName !== undefined && typeof IfName !== "string") {
+      throw new Error(`${what} (network "${NetworkType}"): IfName is not a string`);
     }
     if (Args !== undefined && Args !== null && !isObject(Args)) {
       throw new Error(`${what} (network "${NetworkType}"): Args is not an object`);
     }
     const args: Record<string, string> = {};
     for (const [k, v] of Object.entries(Args ?? {})) args[k] = typeof v === "string" ? v : JSON.stringify(v);
-    return { ...entry, NetworkType, Args: args, Conf, IfName } as StoredNetwork;
+    // Older Go Galaxy versions saved no IfName ("fix missing ifName"): DEL then uses the runtime's CNI_IFNAME.
+    return { ...entry, NetworkType, Args: args, Conf, IfName: IfName ?? "" } as StoredNetwork;
   });
 }
 

@@ -321,7 +321,8 @@ function attachmentRuntime(req: ParsedRequest, stored: StoredNetwork): RuntimeCo
   return {
     containerId: req.containerId,
     netns: req.netns,
-    ifname: stored.IfName,
+    // Galaxy's state files before "fix missing ifName" have none: the runtime's interface is the best guess.
+    ifname: stored.IfName || req.ifname,
     args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
     capabilityArgs: stored.CapabilityArgs,
   };

@@ -184,6 +184,21 @@ Deno.test("compat: DEL of a pod the Go daemon added works from its state file al
   });
 });
 
+Deno.test('compat: a Go state file from before "fix missing ifName" is DEL-ed on the runtime\'s interface', async () => {
+  await withHandler({ NetworkConf: [], DefaultNetworks: [] }, async (ctx, record) => {
+    await Deno.mkdir(ctx.stateDir, { recursive: true });
+    const old = [{
+      NetworkType: "net",
+      Args: {},
+      Conf: { name: "net", type: "recorder", recordFile: record },
+    }];
+    await Deno.writeTextFile(statePath(ctx.stateDir, "oldctr"), JSON.stringify(old));
+    assert.equal((await call(ctx, "DEL", { containerId: "oldctr", cniVersion: "0.3.1" })).status, 200);
+    assert.deepEqual((await readCalls(record)).map((c) => `${c.verb} ${c.env.CNI_IFNAME}`), ["DEL eth0"]);
+    assert.ok(!(await pathExists(statePath(ctx.stateDir, "oldctr"))));
+  });
+});
+
 function fakePods(pods: Record<string, PodLike & { metadata?: { uid?: string } }>): PodSource {
   return {
     getPod(namespace, name) {
@@ -246,5 +261,9 @@ Deno.test("compat: state files of either daemon parse; an entry DEL cannot run i
   assert.deepEqual(parsed, [{ NetworkType: "n", Args: {}, Conf: { type: "t" }, IfName: "eth0" }]);
   assert.throws(() => parseStateFile("{}", "/s/c1"), /\/s\/c1 is not a JSON array/);
   assert.throws(() => parseStateFile('[{"NetworkType":"n","Conf":{},"IfName":"eth0"}]', "/s/c1"), /entry 0/);
-  assert.throws(() => parseStateFile('[{"NetworkType":"n","Conf":{"type":"t"}}]', "/s/c1"), /no IfName/);
+  assert.equal(parseStateFile('[{"NetworkType":"n","Conf":{"type":"t"}}]', "/s/c1")[0].IfName, "");
+  assert.throws(
+    () => parseStateFile('[{"NetworkType":"n","Conf":{"type":"t"},"IfName":5}]', "/s/c1"),
+    /IfName/,
+  );
 });
