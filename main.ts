@@ -1,30 +1,9 @@
 /**
  * The one entry point. It only decides which mode runs, then loads that mode with a dynamic `import()` so that
- * the shim and the plugins never load the daemon's dependencies.
+ * the shim and the plugins never load the daemon's dependencies. The names come from `cli/executables.ts`.
  * @module
  */
-type Main = (args: string[]) => Promise<number>;
-
-/** Executable names that select a mode by themselves, with the module that implements each. */
-const BY_NAME: Record<string, () => Promise<{ main: Main }>> = {
-  "galaxy-sdn": () => import("./cni/shim.ts"),
-  "galaxy-veth": () => import("./cni/plugins/veth.ts"),
-  "galaxy-k8s-vlan": () => import("./cni/plugins/k8s_vlan.ts"),
-  "galaxy-underlay-veth": () => import("./cni/plugins/underlay_veth.ts"),
-  "galaxy-k8s-sriov": () => import("./cni/plugins/k8s_sriov.ts"),
-  "tke-route-eni": () => import("./cni/plugins/tke_route_eni.ts"),
-  "galaxy-flannel": () => import("./cni/plugins/flannel.ts"),
-};
-
-/** Subcommands of `galaxy`. */
-const SUBCOMMANDS: Record<string, () => Promise<{ main: Main }>> = {
-  serve: () => import("./daemon/main.ts"),
-  version: () => import("./cli/version.ts"),
-  install: () => import("./cli/install.ts"),
-  healthcheck: () => import("./cli/healthcheck.ts"),
-  demo: () => import("./cli/demo.ts"),
-  help: () => import("./cli/usage.ts"),
-};
+import { CNI_EXECUTABLES, SUBCOMMANDS } from "./cli/executables.ts";
 
 function basename(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
@@ -46,19 +25,21 @@ function argv0(): string {
 
 async function dispatch(): Promise<number> {
   const args = Deno.args;
-  const byName = BY_NAME[basename(argv0())];
-  if (byName) return (await byName()).main(args);
+  const name = basename(argv0());
+  if (Object.hasOwn(CNI_EXECUTABLES, name)) return (await CNI_EXECUTABLES[name].load()).main(args);
 
   const [first, ...rest] = args;
-  if (first === "--version" || first === "-version") return (await SUBCOMMANDS.version()).main(rest);
-  if (first === "--help" || first === "-h") return (await SUBCOMMANDS.help()).main(rest);
+  if (first === "--version" || first === "-version") return (await SUBCOMMANDS.version.load()).main(rest);
+  if (first === "--help" || first === "-h") return (await SUBCOMMANDS.help.load()).main(rest);
   if (first !== undefined && Object.hasOwn(SUBCOMMANDS, first)) {
-    return (await SUBCOMMANDS[first]()).main(rest);
+    return (await SUBCOMMANDS[first].load()).main(rest);
   }
   // Galaxy's own manifests run the daemon as `galaxy --logtostderr=true --v=3 ...`: flags alone mean serve.
-  if (first?.startsWith("-")) return (await SUBCOMMANDS.serve()).main(args);
+  if (first?.startsWith("-")) return (await SUBCOMMANDS.serve.load()).main(args);
   // A runtime that execs us under a name we do not know (a copy, a renamed link) still gets the shim.
-  if (first === undefined && Deno.env.get("CNI_COMMAND")) return (await BY_NAME["galaxy-sdn"]()).main(args);
+  if (first === undefined && Deno.env.get("CNI_COMMAND")) {
+    return (await CNI_EXECUTABLES["galaxy-sdn"].load()).main(args);
+  }
 
   const { usage } = await import("./cli/usage.ts");
   console.error(

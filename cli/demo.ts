@@ -9,8 +9,12 @@
 import { addNetworkList, delNetworkList, type RuntimeConf } from "../cni/invoke.ts";
 import type { NetConfList, Result } from "../cni/version.ts";
 import { requestDaemon } from "../cni/wire.ts";
-import { EXECUTABLE_NAMES, writeLaunchers } from "../tools/launchers.ts";
+import { addrAdd, linkSet, listLinks, listRoutes, runBatch } from "../netops/ip.ts";
+import { runCommands } from "../netops/netns.ts";
+import { addNamedNetns, deleteNamedNetns, listNamedNetns } from "../netops/netns_named.ts";
+import { setSysctls } from "../netops/sysctl.ts";
 import { isCompiled } from "./install.ts";
+import { EXECUTABLE_NAMES, writeLaunchers } from "./launchers.ts";
 
 const STANDARD_PLUGINS = ["/usr/lib/cni", "/opt/cni/bin"];
 const FLANNEL_NETWORK = "198.18.48.0/20";
@@ -21,21 +25,6 @@ const NODE_ADDRESS = "198.18.63.1";
 interface Step {
   ok: boolean;
   detail: string;
-}
-
-class DemoError extends Error {}
-
-const decoder = new TextDecoder();
-
-async function run(cmd: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped", stdin: "null" }).output();
-  return { code: r.code, out: decoder.decode(r.stdout), err: decoder.decode(r.stderr) };
-}
-
-async function must(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args);
-  if (r.code !== 0) throw new DemoError(`${cmd} ${args.join(" ")}: ${r.err.trim() || `exit ${r.code}`}`);
-  return r.out;
 }
 
 function findStandardPlugins(): string | undefined {
@@ -72,7 +61,16 @@ export function missingPrerequisites(): string[] {
   return missing;
 }
 
-/** Everything the demo made, so that it can all be removed whatever happens. */
+/** A namespace the demo made: its name and its path. */
+interface DemoNetns {
+  name: string;
+  path: string;
+}
+
+/**
+ * Everything the demo made, so that it can all be removed whatever happens. Every kernel change goes through
+ * netops, as everywhere else.
+ */
 class Scene {
   readonly prefix = `galaxy-demo-${Deno.pid}`;
   readonly namespaces: string[] = [];
@@ -80,12 +78,12 @@ class Scene {
   daemon?: Deno.ChildProcess;
   daemonLog: Promise<string> = Promise.resolve("");
 
-  async netns(name: string): Promise<string> {
+  async netns(name: string): Promise<DemoNetns> {
     const full = `${this.prefix}-${name}`;
-    await must("ip", ["netns", "add", full]);
+    const path = await addNamedNetns(full);
     this.namespaces.push(full);
-    await must("ip", ["-n", full, "link", "set", "lo", "up"]);
-    return full;
+    await runBatch(path, [linkSet("lo", { up: true })]);
+    return { name: full, path };
   }
 
   async cleanup(): Promise<void> {
@@ -98,7 +96,7 @@ class Scene {
       await this.daemon.status;
       this.daemon = undefined;
     }
-    for (const ns of this.namespaces.splice(0).reverse()) await run("ip", ["netns", "del", ns]);
+    for (const ns of this.namespaces.splice(0).reverse()) await deleteNamedNetns(ns).catch(() => {});
     if (this.dir) await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
@@ -135,7 +133,7 @@ async function waitReady(socket: string, daemon: Deno.ChildProcess): Promise<voi
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new DemoError(
+  throw new Error(
     exited ? "galaxy serve exited during start-up" : "galaxy serve did not become ready in 20 s",
   );
 }
@@ -148,23 +146,23 @@ function addressesOf(result: Result): { iface: string; address: string; gateway:
   }));
 }
 
-async function ping(fromNetns: string, to: string): Promise<Step> {
-  const r = await run("ip", ["netns", "exec", fromNetns, "ping", "-c", "2", "-i", "0.2", "-W", "2", to]);
-  const summary = /(\d+)% packet loss/.exec(r.out)?.[0] ?? r.err.trim();
+async function ping(from: DemoNetns, to: string): Promise<Step> {
+  const [r] = await runCommands(from.path, [{ argv: ["ping", "-c", "2", "-i", "0.2", "-W", "2", to] }]);
+  const summary = /(\d+)% packet loss/.exec(r.stdout)?.[0] ?? r.stderr.trim();
   return { ok: r.code === 0, detail: summary };
 }
 
-async function leftovers(scene: Scene, node: string, pods: string[]): Promise<string[]> {
+async function leftovers(scene: Scene, node: DemoNetns, pods: DemoNetns[]): Promise<string[]> {
   const found: string[] = [];
   for (const ns of pods) {
-    const links = JSON.parse(await must("ip", ["-j", "-n", ns, "link", "show"])) as { ifname: string }[];
-    const extra = links.map((l) => l.ifname).filter((n) => n !== "lo");
-    if (extra.length) found.push(`links in ${ns}: ${extra.join(", ")}`);
+    const extra = (await listLinks(ns.path)).map((l) => l.name).filter((n) => n !== "lo");
+    if (extra.length) found.push(`links in ${ns.name}: ${extra.join(", ")}`);
   }
-  const nodeLinks = JSON.parse(await must("ip", ["-j", "-n", node, "link", "show"])) as { ifname: string }[];
-  const veths = nodeLinks.map((l) => l.ifname).filter((n) => n.startsWith("v-h") || n.startsWith("veth"));
+  const veths = (await listLinks(node.path)).map((l) => l.name).filter((n) =>
+    n.startsWith("v-h") || n.startsWith("veth")
+  );
   if (veths.length) found.push(`host-side links in the node namespace: ${veths.join(", ")}`);
-  const routes = JSON.parse(await must("ip", ["-j", "-n", node, "route", "show"])) as { dst: string }[];
+  const routes = await listRoutes(node.path);
   const podRoutes = routes.filter((r) => r.dst.startsWith("198.18.50."));
   if (podRoutes.length) {
     found.push(`pod routes in the node namespace: ${podRoutes.map((r) => r.dst).join(", ")}`);
@@ -209,10 +207,10 @@ async function demo(scene: Scene): Promise<boolean> {
     "creating a throwaway node namespace and two pod namespaces",
     async () => {
       const node = await scene.netns("node");
-      // The node forwards between its pods, as a real node does (galaxy serve --ip-forward sets this on a node).
-      await must("ip", ["netns", "exec", node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+      // The node forwards between its pods, as a real node does (galaxy serve --ip-forward will set this).
+      await setSysctls(node.path, { "net.ipv4.ip_forward": "1" });
       // An address of the node itself, for the pod → node ping.
-      await must("ip", ["-n", node, "addr", "add", `${NODE_ADDRESS}/32`, "dev", "lo"]);
+      await runBatch(node.path, [addrAdd(`${NODE_ADDRESS}/32`, "lo")]);
       return node;
     },
   );
@@ -252,7 +250,7 @@ async function demo(scene: Scene): Promise<boolean> {
     const args = [
       "netns",
       "exec",
-      node,
+      node.name,
       `${bin}/galaxy`,
       "serve",
       `--json-config-path=${scene.dir}/etc/galaxy.json`,
@@ -280,7 +278,7 @@ async function demo(scene: Scene): Promise<boolean> {
   const attachments: RuntimeConf[] = pods.map((ns, i) => ({
     // Runtimes use 64 hex digits; Galaxy names host interfaces after the first 9.
     containerId: crypto.randomUUID().replaceAll("-", "") + crypto.randomUUID().replaceAll("-", ""),
-    netns: `/var/run/netns/${ns}`,
+    netns: ns.path,
     ifname: "eth0",
     args: [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", "demo"], [
       "K8S_POD_NAME",
@@ -378,15 +376,8 @@ export async function main(args: string[]): Promise<number> {
   } finally {
     if (!interrupted) {
       await scene.cleanup();
-      const remaining = JSON.parse((await run("ip", ["-j", "netns", "list"])).out.trim() || "[]") as {
-        name: string;
-      }[];
-      const ours = remaining.filter((n) => n.name.startsWith(scene.prefix));
-      say(
-        ours.length
-          ? `namespaces left: ${ours.map((n) => n.name).join(", ")}`
-          : "removed the demo's namespaces and files",
-      );
+      const ours = (await listNamedNetns().catch(() => [])).filter((n) => n.startsWith(scene.prefix));
+      say(ours.length ? `namespaces left: ${ours.join(", ")}` : "removed the demo's namespaces and files");
       if (ours.length) ok = false;
     }
     Deno.removeSignalListener("SIGINT", onSignal);

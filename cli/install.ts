@@ -7,9 +7,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { writeFileAtomic } from "../cni/invoke.ts";
+import { writeFileAtomic } from "../netops/fs_atomic.ts";
 import { DEFAULT_SOCKET_PATH } from "../cni/wire.ts";
-import { EXECUTABLE_NAMES, LAUNCHER_HEADER, writeLaunchers } from "../tools/launchers.ts";
+import { EXECUTABLE_NAMES, LAUNCHER_HEADER, writeLaunchers } from "./launchers.ts";
 
 /** Where install puts things. */
 export interface InstallOptions {
@@ -170,13 +170,13 @@ export async function install(options: InstallOptions): Promise<string[]> {
   const conf = cniConfText(options.socketPath);
   if (await readTextOrUndefined(confPath) !== conf) {
     await Deno.mkdir(options.cniConfDir, { recursive: true, mode: 0o755 });
-    await writeFileAtomic(confPath, conf, 0o644);
+    await writeFileAtomic(confPath, conf, { mode: 0o644, dirMode: 0o755 });
     changes.push(`write ${confPath}`);
   }
   const oldPath = `${options.cniConfDir}/${OLD_CNI_CONF_NAME}`;
   await removeIf(oldPath, isOldGalaxyConf(await readTextOrUndefined(oldPath)), changes);
   if (await readTextOrUndefined(options.config) === undefined) {
-    await writeFileAtomic(options.config, EXAMPLE_GALAXY_JSON, 0o644);
+    await writeFileAtomic(options.config, EXAMPLE_GALAXY_JSON, { mode: 0o644, dirMode: 0o755 });
     changes.push(`write ${options.config} (example)`);
   }
   return changes;

@@ -2,22 +2,19 @@
  * `galaxy help`: what the executable can be run as.
  * @module
  */
+import { CNI_EXECUTABLES, type Executable, SUBCOMMANDS } from "./executables.ts";
 
-/** The usage text for `galaxy`. */
+/** The usage text for `galaxy`, listing every subcommand and executable name of the registry. */
 export function usage(): string {
+  const rows = (table: Readonly<Record<string, Executable>>, width: number) =>
+    Object.entries(table).map(([name, e]) => `  ${name.padEnd(width)} ${e.summary}`).join("\n");
   return `Usage: galaxy <subcommand> [flags]
 
 Subcommands:
-  serve        run the node daemon (see "galaxy serve --help")
-  version      print the version (also "galaxy --version")
-  install      put the executable, its plugin names and the CNI config in place (--uninstall reverses it)
-  healthcheck  ask the daemon whether it is ready (exit 0/1), for probes
-  demo         build two pods in throwaway namespaces and show that they talk
-  help         print this text
+${rows(SUBCOMMANDS, 12)}
 
 Run under one of these names (a link to this executable), it is a CNI plugin:
-  galaxy-sdn            the CNI shim that relays to "galaxy serve"
-  galaxy-veth, galaxy-k8s-vlan, galaxy-underlay-veth, galaxy-k8s-sriov, tke-route-eni, galaxy-flannel
+${rows(CNI_EXECUTABLES, 21)}
 
 With CNI_COMMAND set and no known name, it acts as galaxy-sdn.`;
 }

@@ -2,15 +2,21 @@
  * The runtime side of CNI, as libcni does it: find a plugin in `CNI_PATH`, execute it with the CNI
  * environment and the configuration on stdin, read its result or error, and run whole configuration lists
  * (ADD in order with `prevResult`, DEL in reverse, CHECK, GC, STATUS) with libcni's result cache.
+ *
+ * Its length: libcni's runtime side is one contract (exec, VERSION, delegation, the lists with their
+ * ordering rules, the result cache); the cache could move to its own file once GC builds on it.
  * @module
  */
+import { writeFileAtomic } from "../netops/fs_atomic.ts";
+import { encodeBase64 } from "./wire.ts";
 import {
+  asCniError,
   CniError,
   type CniVersion,
-  compareVersions,
   configVersion,
   convertResult,
   ErrorCode,
+  highestVersion,
   isCniErrorObject,
   isSupportedVersion,
   type NetConf,
@@ -51,7 +57,7 @@ export interface InvokeOptions {
   cacheDir?: string | null;
   /** Kill a plugin after this long. Default {@linkcode DEFAULT_TIMEOUT_MS}. */
   timeoutMs?: number;
-  /** Extra environment for the plugin process (beyond the CNI variables). */
+  /** Environment for the plugin process; its CNI_* variables are dropped (the call sets its own). */
   env?: Record<string, string>;
   /** For DEL and CHECK: the attachment's final ADD result, used instead of the cache when given. */
   prevResult?: Result;
@@ -183,12 +189,17 @@ function errorFromOutcome(pluginPath: string, outcome: ExecOutcome): CniError {
   );
 }
 
+/**
+ * The environment of one plugin call: `options.env` without its CNI_* variables (a caller passes its own whole
+ * environment; the call's CNI variables are set here, never inherited), then the call's.
+ */
 function cniEnv(verb: string, rt: RuntimeConf | undefined, options: InvokeOptions): Record<string, string> {
-  const env: Record<string, string> = {
-    ...(options.env ?? {}),
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(options.env ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
+  Object.assign(env, {
     CNI_COMMAND: verb,
     CNI_PATH: options.path.join(":"),
-  };
+  });
   if (!env.PATH) env.PATH = Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin";
   if (rt) {
     env.CNI_CONTAINERID = rt.containerId;
@@ -230,8 +241,7 @@ export async function confForDelegate(
   const type = options.pluginType ?? conf.type;
   const supported = (await getVersionInfo(type, options)).supportedVersions;
   if (supported.includes(wanted)) return conf;
-  const usable = supported.filter((v) => isSupportedVersion(v) && compareVersions(v, wanted) <= 0);
-  const best = usable.sort(compareVersions).at(-1) as CniVersion | undefined;
+  const best = highestVersion(supported, wanted);
   if (!best) {
     throw new CniError(
       ErrorCode.IncompatibleVersion,
@@ -243,6 +253,36 @@ export async function confForDelegate(
     rewritten.prevResult = convertResult(parseResult(conf.prevResult, wanted as CniVersion), best);
   }
   return rewritten;
+}
+
+/**
+ * The one delegate call (a plugin running another: IPAM, galaxy-flannel's delegate): `prevResult` converted to
+ * the delegate's version (DEL goes on without it when it cannot be), the version negotiated down with
+ * {@linkcode confForDelegate} when `negotiate` is set, then {@linkcode execVerb}. A failure keeps its code and
+ * gains `label` (`ipam host-local`, `delegate bridge ADD`).
+ */
+export async function delegateVerb(
+  verb: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC",
+  conf: Record<string, unknown> & { type: string },
+  rt: RuntimeConf | undefined,
+  options: InvokeOptions & { label: string; negotiate?: boolean },
+): Promise<Result | undefined> {
+  try {
+    let sent = conf;
+    const version = conf.cniVersion;
+    if (options.prevResult && isSupportedVersion(version) && versionAtLeast(version, "0.4.0")) {
+      try {
+        sent = { ...conf, prevResult: convertResult(options.prevResult, version) };
+      } catch (e) {
+        if (verb !== "DEL") throw e; // DEL must work without prevResult
+      }
+    }
+    if (options.negotiate) sent = await confForDelegate(sent, options);
+    return await execVerb(verb, sent, rt, options);
+  } catch (e) {
+    const err = asCniError(e, ErrorCode.DelegateFailure);
+    throw new CniError(err.code, `${options.label}: ${err.message}`, err.details);
+  }
 }
 
 /**
@@ -364,27 +404,6 @@ export function cacheFilePath(cacheDir: string, network: string, rt: RuntimeConf
   return `${cacheDir}/results/${network}-${rt.containerId}-${rt.ifname}`;
 }
 
-/** Writes `text` to `path` atomically (temp file in the same folder, then rename). */
-export async function writeFileAtomic(path: string, text: string, mode = 0o600): Promise<void> {
-  const dir = path.slice(0, path.lastIndexOf("/"));
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  // A leading dot keeps the temporary name out of every namespace of real names (container IDs, networks).
-  const tmp = `${dir}/.${path.slice(dir.length + 1)}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await Deno.writeTextFile(tmp, text, { mode });
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
-}
-
-function base64(text: string): string {
-  let binary = "";
-  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
-  return btoa(binary);
-}
-
 async function readCache(path: string): Promise<CacheEntry | undefined> {
   try {
     const entry = JSON.parse(await Deno.readTextFile(path));
@@ -462,7 +481,7 @@ export async function addNetworkList(
   const entry: CacheEntry = {
     kind: "cniCacheV1",
     containerId: rt.containerId,
-    config: base64(JSON.stringify(list)),
+    config: encodeBase64(new TextEncoder().encode(JSON.stringify(list))),
     ifName: rt.ifname,
     networkName: list.name,
     netns: rt.netns,

@@ -20,42 +20,12 @@ import {
   type Result,
   versionAtLeast,
 } from "./version.ts";
+import { type EnvRequest, requestFromEnv, type Verb, verbOf } from "./request.ts";
 
-/** The verbs of CNI 1.1. */
-export type Verb = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
-const VERBS: readonly Verb[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
+export type { Verb } from "./request.ts";
 
-/** Which environment variables each verb requires (SPEC.md "Parameters"). */
-export const REQUIRED_ENV: Record<Verb, readonly string[]> = {
-  ADD: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-  CHECK: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-  DEL: ["CNI_CONTAINERID", "CNI_IFNAME"],
-  GC: ["CNI_PATH"],
-  STATUS: [],
-  VERSION: [],
-};
-
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
-
-/** True when `id` is a valid container ID (libcni: a letter or digit, then letters, digits, `_`, `.`, `-`). */
-export function isValidContainerId(id: string): boolean {
-  return CONTAINER_ID.test(id);
-}
-
-/** One validated plugin call. */
-export interface PluginRequest {
-  /** The verb. */
-  command: Exclude<Verb, "VERSION">;
-  /** `CNI_CONTAINERID` (empty for STATUS and GC). */
-  containerId: string;
-  /** `CNI_NETNS`: a path, possibly empty for DEL. */
-  netns: string;
-  /** `CNI_IFNAME` (empty for STATUS and GC). */
-  ifname: string;
-  /** `CNI_ARGS` as key/value pairs, in order. */
-  args: [string, string][];
-  /** `CNI_PATH` split on `:`. */
-  path: string[];
+/** One validated plugin call: what the environment says ({@linkcode EnvRequest}) and what stdin says. */
+export interface PluginRequest extends EnvRequest {
   /** The configuration from stdin, every field kept. */
   config: Record<string, unknown> & { type: string; name?: string };
   /** The configuration's version, which the result is printed in. */
@@ -94,51 +64,6 @@ export interface PluginOutput {
   exitCode: number;
 }
 
-/** Parses `CNI_ARGS` (`K=V;K2=V2`), rejecting a pair without `=` with code 4. */
-export function parseCniArgs(raw: string | undefined): [string, string][] {
-  if (!raw) return [];
-  const pairs: [string, string][] = [];
-  for (const part of raw.split(";")) {
-    if (part === "") continue;
-    const eq = part.indexOf("=");
-    if (eq <= 0) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_ARGS: invalid pair "${part}"`);
-    pairs.push([part.slice(0, eq), part.slice(eq + 1)]);
-  }
-  return pairs;
-}
-
-/** Checks an interface name as libcni does: 1–15 bytes, not `.` or `..`, no `/`, `:` or whitespace. */
-export function validateIfname(name: string): string | undefined {
-  const bytes = new TextEncoder().encode(name).length; // IFNAMSIZ counts bytes
-  if (bytes === 0) return "is empty";
-  if (bytes > 15) return `"${name}" is longer than 15 bytes`;
-  if (name === "." || name === "..") return `"${name}" is not a valid name`;
-  if (/[/:\s]/.test(name)) return `"${name}" contains '/', ':' or whitespace`;
-  return undefined;
-}
-
-function validateEnv(verb: Verb, env: Record<string, string>): void {
-  const missing = REQUIRED_ENV[verb].filter((k) => !env[k]);
-  if (missing.length) {
-    throw new CniError(
-      ErrorCode.InvalidEnvironment,
-      `required environment variable(s) missing: ${missing.join(", ")}`,
-    );
-  }
-  if (env.CNI_CONTAINERID !== undefined && REQUIRED_ENV[verb].includes("CNI_CONTAINERID")) {
-    if (!isValidContainerId(env.CNI_CONTAINERID)) {
-      throw new CniError(
-        ErrorCode.InvalidEnvironment,
-        `CNI_CONTAINERID "${env.CNI_CONTAINERID}" has invalid characters (allowed: ${CONTAINER_ID.source})`,
-      );
-    }
-  }
-  if (REQUIRED_ENV[verb].includes("CNI_IFNAME")) {
-    const problem = validateIfname(env.CNI_IFNAME);
-    if (problem) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME ${problem}`);
-  }
-}
-
 function decodeConfig(stdin: Uint8Array): Record<string, unknown> {
   let parsed: unknown;
   try {
@@ -170,7 +95,7 @@ export function buildRequest(
   env: Record<string, string>,
   stdin: Uint8Array,
 ): PluginRequest {
-  validateEnv(verb, env);
+  const fromEnv = requestFromEnv(verb, env);
   const raw = decodeConfig(stdin);
   const version = configVersion(raw);
   const supported = plugin.supportedVersions ?? ALL_VERSIONS;
@@ -207,12 +132,7 @@ export function buildRequest(
     }
   }
   return {
-    command: verb,
-    containerId: env.CNI_CONTAINERID ?? "",
-    netns: env.CNI_NETNS ?? "",
-    ifname: env.CNI_IFNAME ?? "",
-    args: parseCniArgs(env.CNI_ARGS),
-    path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
+    ...fromEnv,
     config: raw as PluginRequest["config"],
     cniVersion: version,
     prevResult,
@@ -241,22 +161,9 @@ export async function handle(
   env: Record<string, string>,
   stdin: Uint8Array,
 ): Promise<PluginOutput> {
-  const rawVerb = env.CNI_COMMAND;
   let errorVersion: string = CURRENT_VERSION;
   try {
-    if (!rawVerb) {
-      throw new CniError(
-        ErrorCode.InvalidEnvironment,
-        "required environment variable(s) missing: CNI_COMMAND",
-      );
-    }
-    if (!(VERBS as readonly string[]).includes(rawVerb)) {
-      throw new CniError(
-        ErrorCode.InvalidEnvironment,
-        `CNI_COMMAND "${rawVerb}" is not one of ${VERBS.join(", ")}`,
-      );
-    }
-    const verb = rawVerb as Verb;
+    const verb = verbOf(env);
     if (verb === "VERSION") return { stdout: versionAnswer(plugin), exitCode: 0 };
     const req = buildRequest(plugin, verb, env, stdin);
     errorVersion = req.cniVersion;

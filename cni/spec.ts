@@ -6,14 +6,14 @@
  * @module
  */
 import { z } from "zod";
-import type { CniVersion } from "./version.ts";
+import { CIDR_SHAPE, CNI_NAME, type CniVersion, IP_SHAPE } from "./version.ts";
 
 export * from "./version.ts";
 // ---------------------------------------------------------------------------------------------------------
 // Schemas. Every object is loose: fields we do not know pass through untouched.
 
-const cidr = z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, "expected an address with a prefix length");
-const ipAddress = z.string().regex(/^[0-9a-fA-F:.]+$/, "expected an IP address");
+const cidr = z.string().regex(CIDR_SHAPE, "expected an address with a prefix length");
+const ipAddress = z.string().regex(IP_SHAPE, "expected an IP address");
 
 /** The `dns` object of configurations and results. */
 export const DnsSchema = z.looseObject({
@@ -24,7 +24,7 @@ export const DnsSchema = z.looseObject({
 });
 
 const networkName = z.string().regex(
-  /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/,
+  CNI_NAME,
   "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'",
 );
 

@@ -6,6 +6,9 @@
  *
  * Inside Galaxy every result is handled in the 1.1.0 shape ({@linkcode Result}); it is converted to the
  * caller's version only at the edge.
+ *
+ * Its length: the dependency-free core has to carry the result conversion between all seven versions and the
+ * hand-written result checks (the zod schemas cost the plugins start-up time); both are tables by version.
  * @module
  */
 
@@ -96,6 +99,17 @@ export function compareVersions(a: string, b: string): number {
 /** True when version `v` is at least `min`. */
 export function versionAtLeast(v: string, min: string): boolean {
   return compareVersions(v, min) >= 0;
+}
+
+/**
+ * The highest version we speak that is in `candidates` and, when `atMost` is given, not above it: the one
+ * rule for "the highest version ≤ wanted" (delegates, galaxy.json networks without a version).
+ */
+export function highestVersion(candidates: readonly string[], atMost?: string): CniVersion | undefined {
+  return ALL_VERSIONS.filter((v) =>
+    candidates.includes(v) && (atMost === undefined || compareVersions(v, atMost) <= 0)
+  )
+    .at(-1);
 }
 
 /**
@@ -364,6 +378,31 @@ function toCurrentBody(r: Json, from: CniVersion): Json {
 }
 
 /**
+ * A chained plugin's result: `prev` (its `prevResult`) with `ours` appended — prev's interfaces, addresses and
+ * routes first, our address interface indexes shifted past prev's interfaces, our `dns` when it has any
+ * (else prev's), prev's other keys kept. Empty lists are left out. Neither input is changed.
+ */
+export function appendResult(prev: Result | undefined, ours: Result): Result {
+  if (!prev) return ours;
+  const offset = prev.interfaces?.length ?? 0;
+  const merged: Result = { ...structuredClone(prev), cniVersion: "1.1.0" };
+  const interfaces = [...(prev.interfaces ?? []), ...(ours.interfaces ?? [])];
+  const ips = [
+    ...(prev.ips ?? []),
+    ...(ours.ips ?? []).map((ip) =>
+      ip.interface === undefined ? ip : { ...ip, interface: ip.interface + offset }
+    ),
+  ];
+  const routes = [...(prev.routes ?? []), ...(ours.routes ?? [])];
+  for (const [key, list] of [["interfaces", interfaces], ["ips", ips], ["routes", routes]] as const) {
+    if (list.length) (merged as Record<string, unknown>)[key] = structuredClone(list);
+    else delete merged[key];
+  }
+  if (ours.dns && Object.keys(ours.dns).length) merged.dns = structuredClone(ours.dns);
+  return merged;
+}
+
+/**
  * Converts a result from one version to another, as libcni does: 0.2.0 keeps only the first IPv4 and the first
  * IPv6 address (routes follow their family), 0.3.x/0.4.0 gain `ips[].version`, 1.0.0 drops the fields that
  * 1.1.0 added (interface `mtu`, `socketPath`, `pciID`; route `mtu`, `advmss`, `priority`, `table`, `scope`).
@@ -407,8 +446,15 @@ export function convertResult(result: Json, to: CniVersion): Json {
 // ---------------------------------------------------------------------------------------------------------
 // Structural validation of results (the checks of the zod schemas in spec.ts, written out by hand).
 
-const CIDR = /^[0-9a-fA-F:.]+\/\d{1,3}$/;
-const IP = /^[0-9a-fA-F:.]+$/;
+/**
+ * The shape results are checked against: loose on purpose (a plugin's address is its business, and a strict
+ * check here would refuse results libcni accepts); the same patterns as the zod schemas of `spec.ts`.
+ */
+export const CIDR_SHAPE = /^[0-9a-fA-F:.]+\/\d{1,3}$/;
+/** See {@linkcode CIDR_SHAPE}. */
+export const IP_SHAPE = /^[0-9a-fA-F:.]+$/;
+const CIDR = CIDR_SHAPE;
+const IP = IP_SHAPE;
 
 function problem(path: string, msg: string): never {
   throw new CniError(ErrorCode.DecodingFailure, `invalid result: ${path}: ${msg}`);
@@ -511,7 +557,12 @@ export function isCniErrorObject(v: unknown): v is CniErrorObject {
     (o.details === undefined || typeof o.details === "string");
 }
 
-const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+/**
+ * libcni's rule for network names and container IDs alike: a letter or digit, then letters, digits, `_`, `.`
+ * and `-`.
+ */
+export const CNI_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+const NETWORK_NAME = CNI_NAME;
 
 /**
  * What is wrong with a plugin configuration (`field: problem`), or `undefined` when nothing is: `type` must name

@@ -12,6 +12,9 @@
  *
  * Every default is written once, in {@link FLAG_TABLE}'s specs, as command-line text that goes through the
  * same parser as the user's value.
+ *
+ * Its length: a table of some thirty flags, each with its default, meaning and parser, and pflag's syntax;
+ * one table is what keeps --help, the README and the parser from disagreeing.
  * @module
  */
 
@@ -451,15 +454,28 @@ const BY_SHORT = new Map<string, keyof ServeFlags>(
   KEYS.filter((k) => SPECS[k].short !== undefined).map((k) => [SPECS[k].short as string, k]),
 );
 
+/**
+ * Flags that are accepted (Galaxy's manifests pass them) but whose feature has not landed yet, each with the
+ * feature it waits for. Their help says "not in effect yet" and the daemon warns at start. The one list to
+ * shrink: a feature that lands removes its flags here.
+ */
+export const NOT_IN_EFFECT: Readonly<Partial<Record<keyof ServeFlags, string>>> = {
+  networkPolicy: "network policy",
+};
+
+/** What the help and the README add to the meaning of a flag of {@link NOT_IN_EFFECT}. */
+export const NOT_IN_EFFECT_NOTE = "NOT IN EFFECT YET";
+
 /** Every flag of `galaxy serve`, in help order; the help text and the README flags table are built from it. */
 export const FLAG_TABLE: readonly FlagInfo[] = KEYS.map((key) => {
   const spec = SPECS[key];
+  const waiting = NOT_IN_EFFECT[key];
   const info: FlagInfo = {
     name: spec.name,
     type: spec.type,
     group: spec.group,
     default: displayDefault(spec.type, spec.default),
-    usage: spec.usage,
+    usage: waiting ? `${NOT_IN_EFFECT_NOTE} (${waiting}): ${spec.usage}` : spec.usage,
   };
   if (spec.short !== undefined) info.short = spec.short;
   return info;
@@ -470,6 +486,20 @@ export function defaultServeFlags(): ServeFlags {
   const flags = {} as ServeFlags;
   for (const key of KEYS) setFlag(flags, key, SPECS[key].default, false);
   return flags;
+}
+
+/**
+ * The start-up warning about the flags of {@link NOT_IN_EFFECT}, with the values they were given; `undefined`
+ * once the list is empty.
+ */
+export function notInEffectWarning(flags: ServeFlags): string | undefined {
+  const keys = KEYS.filter((k) => NOT_IN_EFFECT[k]);
+  if (!keys.length) return undefined;
+  const shown = keys.map((k) => {
+    const v = flags[k];
+    return `--${SPECS[k].name}=${Array.isArray(v) ? v.join(",") : k.endsWith("Ms") ? `${v}ms` : String(v)}`;
+  });
+  return `accepted but not in effect yet (their features have not landed): ${shown.join(" ")}`;
 }
 
 /** Parses the arguments after `galaxy serve`; returns "help" for `--help`/`-h`, throws {@link FlagError}. */

@@ -17,8 +17,8 @@
  * Every removal is logged with its reason and counted in /metrics.
  * @module
  */
-import { withFileLock } from "../cni/plugins/file_lock.ts";
-import { isValidContainerId } from "../cni/skel.ts";
+import { withFileLock } from "../cni/plugins/kit/file_lock.ts";
+import { isValidContainerId } from "../cni/request.ts";
 import { type Link, linkDel, listLinks, runBatch } from "../netops/ip.ts";
 import { isIP } from "../netops/ip_address.ts";
 import type { CriClient } from "./cri.ts";

@@ -4,7 +4,7 @@
  * owns. A link has no age, so a veth must have looked dead for a whole grace period before it is returned.
  * @module
  */
-import { eniVethName } from "../cni/plugins/link.ts";
+import { eniVethName } from "../cni/plugins/kit/names.ts";
 import type { Link } from "../netops/ip.ts";
 import { factsFromState, type Liveness } from "./liveness.ts";
 import type { StoredNetwork } from "./state.ts";

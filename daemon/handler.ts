@@ -5,6 +5,9 @@
  * ADD finds the pod, resolves its networks, writes the state file, runs every network's plugins in order
  * (rolling back on failure), merges the results and writes the network-status annotation. DEL, CHECK and GC
  * work from the state file alone.
+ *
+ * Its length: the five verbs share the request parsing, the container lock and the state file, and port
+ * mapping, GC and policy hooks are about to land here; split it by verb when they have (handler_add.ts, ...).
  * @module
  */
 import {
@@ -19,16 +22,18 @@ import {
   type RuntimeConf,
   statusNetworkList,
 } from "../cni/invoke.ts";
-import { isValidContainerId, parseCniArgs, validateIfname } from "../cni/skel.ts";
+import { cniArg, type EnvRequest, parseValidAttachments, requestFromEnv, verbOf } from "../cni/request.ts";
 import {
   ALL_VERSIONS,
+  appendResult,
   asCniError,
   CniError,
   type CniVersion,
-  compareVersions,
   configVersion,
   CURRENT_VERSION,
+  describeZodError,
   ErrorCode,
+  highestVersion,
   type NetConf,
   type NetConfList,
   NetConfListSchema,
@@ -201,7 +206,7 @@ async function negotiateVersion(list: NetConfList, options: InvokeOptions): Prom
     const theirs = await supportedVersionsOf(plugin.type, options);
     common = common.filter((v) => theirs.includes(v));
   }
-  const best = common.sort(compareVersions).at(-1);
+  const best = highestVersion(common);
   if (!best) {
     throw new CniError(
       ErrorCode.IncompatibleVersion,
@@ -214,25 +219,12 @@ async function negotiateVersion(list: NetConfList, options: InvokeOptions): Prom
 // ---------------------------------------------------------------------------------------------------------
 // Request parsing.
 
-interface ParsedRequest {
-  command: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC";
-  containerId: string;
-  netns: string;
-  ifname: string;
-  args: [string, string][];
-  path: string[];
+/** A request as the daemon works on it: the CNI request from env, and the runtime's configuration. */
+interface ParsedRequest extends EnvRequest {
   config: Record<string, unknown>;
   /** The version the reply is written in (the configuration's). */
   version: CniVersion;
 }
-
-const REQUIRED: Record<ParsedRequest["command"], string[]> = {
-  ADD: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-  CHECK: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-  DEL: ["CNI_CONTAINERID", "CNI_IFNAME"],
-  STATUS: [],
-  GC: [],
-};
 
 function parseWire(body: string): CniWireRequest {
   let raw: unknown;
@@ -243,37 +235,19 @@ function parseWire(body: string): CniWireRequest {
   }
   const checked = CniWireRequestSchema.safeParse(raw);
   if (!checked.success) {
-    const issue = checked.error.issues[0];
-    throw new CniError(
-      ErrorCode.DecodingFailure,
-      `request body: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
-    );
+    throw new CniError(ErrorCode.DecodingFailure, `request body: ${describeZodError(checked.error)}`);
   }
   return checked.data;
 }
 
 function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
-  const env = wire.env;
-  const command = env.CNI_COMMAND;
-  if (!command || !(command in REQUIRED)) {
-    throw new CniError(
-      ErrorCode.InvalidEnvironment,
-      `unexpected or missing CNI_COMMAND ${JSON.stringify(command ?? "")}`,
-    );
+  const verb = verbOf(wire.env);
+  if (verb === "VERSION") {
+    // The shim answers VERSION itself; a VERSION that reaches the daemon is a caller's mistake.
+    throw new CniError(ErrorCode.InvalidEnvironment, 'unexpected CNI_COMMAND "VERSION"');
   }
-  const verb = command as ParsedRequest["command"];
-  const missing = REQUIRED[verb].filter((k) => !env[k]);
-  if (missing.length) throw new CniError(ErrorCode.InvalidEnvironment, `missing ${missing.join(", ")}`);
-  if (env.CNI_CONTAINERID && !isValidContainerId(env.CNI_CONTAINERID)) {
-    throw new CniError(
-      ErrorCode.InvalidEnvironment,
-      `CNI_CONTAINERID "${env.CNI_CONTAINERID}" has invalid characters`,
-    );
-  }
-  if (REQUIRED[verb].includes("CNI_IFNAME")) {
-    const problem = validateIfname(env.CNI_IFNAME);
-    if (problem) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME ${problem}`);
-  }
+  // The daemon finds plugins through --cni-paths too: GC does not need the runtime's CNI_PATH.
+  const fromEnv = requestFromEnv(verb, wire.env, { pluginPathKnown: true });
   let config: Record<string, unknown> = {};
   if (wire.config) {
     try {
@@ -285,21 +259,13 @@ function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
       );
     }
   }
-  const runtimePath = (env.CNI_PATH ?? "").split(":").filter(Boolean);
+  const runtimePath = fromEnv.path;
   return {
-    command: verb,
-    containerId: env.CNI_CONTAINERID ?? "",
-    netns: env.CNI_NETNS ?? "",
-    ifname: env.CNI_IFNAME ?? "",
-    args: parseCniArgs(env.CNI_ARGS),
+    ...fromEnv,
     path: [...runtimePath, ...cniPaths.filter((p) => !runtimePath.includes(p))],
     config,
     version: replyVersion(wire.config ? config : undefined),
   };
-}
-
-function argValue(args: [string, string][], key: string): string | undefined {
-  return args.find(([k]) => k.trim() === key)?.[1].trim();
 }
 
 /** Runtime args first, then the network's own; a later key replaces an earlier one. */
@@ -310,10 +276,8 @@ function mergeArgs(...sets: [string, string][][]): [string, string][] {
 }
 
 function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(ctx.pluginEnv ?? {})) if (!k.startsWith("CNI_")) env[k] = v;
   // The state file holds every network's result (passed back as prevResult): no libcni cache beside it.
-  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env };
+  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env: ctx.pluginEnv ?? {} };
 }
 
 /** What the runtime side needs to run one stored network of the request's container. */
@@ -336,9 +300,34 @@ function singleConf(list: NetConfList): Record<string, unknown> {
   return conf;
 }
 
+/**
+ * A container's stored networks; `undefined` when it has no state file. A file that cannot be read or parsed
+ * is a CNI error (code 6) naming the file, not a raw exception: DEL reports it and leaves the file for a human.
+ */
+async function loadState(ctx: HandlerContext, containerId: string): Promise<StoredNetwork[] | undefined> {
+  try {
+    return await readState(ctx.stateDir, containerId);
+  } catch (e) {
+    throw new CniError(
+      ErrorCode.DecodingFailure,
+      `state file ${statePath(ctx.stateDir, containerId)}: ${asCniError(e).message}`,
+    );
+  }
+}
+
+/** A stored network's configuration as a list; a stored list that is not one is a CNI error (code 6). */
 function storedList(stored: StoredNetwork): NetConfList {
   const conf = stored.Conf;
-  if (Array.isArray(conf.plugins)) return NetConfListSchema.parse(conf);
+  if (Array.isArray(conf.plugins)) {
+    const parsed = NetConfListSchema.safeParse(conf);
+    if (!parsed.success) {
+      throw new CniError(
+        ErrorCode.DecodingFailure,
+        `stored configuration: ${describeZodError(parsed.error)}`,
+      );
+    }
+    return parsed.data;
+  }
   // No name: a galaxy.json network without one (ours, or the Go Galaxy's state file); it stays unnamed.
   const name = typeof conf.name === "string" ? conf.name : "";
   return confAsList({ ...(conf as NetConf), name });
@@ -347,24 +336,14 @@ function storedList(stored: StoredNetwork): NetConfList {
 // ---------------------------------------------------------------------------------------------------------
 // Verbs.
 
-/** Merges the networks' results: every interface, addresses with corrected interface indexes, all routes. */
+/**
+ * Merges the networks' results: every interface, addresses with corrected interface indexes, all routes; DNS
+ * only from the first network (the pod's default), as Galaxy does.
+ */
 export function mergeResults(results: Result[]): Result {
-  const merged: Result = { cniVersion: "1.1.0" };
-  const interfaces: NonNullable<Result["interfaces"]> = [];
-  const ips: NonNullable<Result["ips"]> = [];
-  const routes: NonNullable<Result["routes"]> = [];
-  for (const r of results) {
-    const offset = interfaces.length;
-    interfaces.push(...(r.interfaces ?? []));
-    for (const ip of r.ips ?? []) {
-      ips.push(ip.interface === undefined ? { ...ip } : { ...ip, interface: ip.interface + offset });
-    }
-    routes.push(...(r.routes ?? []));
-  }
-  if (interfaces.length) merged.interfaces = interfaces;
-  if (ips.length) merged.ips = ips;
-  if (routes.length) merged.routes = routes;
-  if (results[0]?.dns) merged.dns = results[0].dns;
+  let merged: Result = { cniVersion: "1.1.0" };
+  for (const { dns: _, ...r } of results) merged = appendResult(merged, r as Result);
+  if (results[0]?.dns) merged.dns = structuredClone(results[0].dns);
   return merged;
 }
 
@@ -419,7 +398,7 @@ async function delNetworks(
       ctx.log.v(3, `DEL ${req.containerId}: network "${stored.NetworkType}" (${stored.IfName}) removed`);
     } catch (e) {
       failed.unshift(stored);
-      errors.push(`network "${stored.NetworkType}": ${(e as Error).message}`);
+      errors.push(`network "${stored.NetworkType}": ${asCniError(e).message}`);
     }
   }
   return { failed, errors };
@@ -429,8 +408,8 @@ async function releasePorts(ctx: HandlerContext, req: ParsedRequest): Promise<st
   if (!ctx.portmap) return undefined;
   try {
     await ctx.portmap.releasePortMappings(req.containerId);
-    const namespace = argValue(req.args, "K8S_POD_NAMESPACE");
-    const name = argValue(req.args, "K8S_POD_NAME");
+    const namespace = cniArg(req.args, "K8S_POD_NAMESPACE");
+    const name = cniArg(req.args, "K8S_POD_NAME");
     if (namespace && name) await ctx.portmap.releasePod(namespace, name);
     return undefined;
   } catch (e) {
@@ -441,7 +420,7 @@ async function releasePorts(ctx: HandlerContext, req: ParsedRequest): Promise<st
 async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
   // Host ports first (as Galaxy): they work from the port file alone, state file or not.
   const portError = await releasePorts(ctx, req);
-  const networks = await readState(ctx.stateDir, req.containerId);
+  const networks = await loadState(ctx, req.containerId);
   if (!networks) {
     if (portError) throw new CniError(ErrorCode.PluginFailure, portError);
     return { status: 200, body: "" };
@@ -455,8 +434,8 @@ async function cmdDel(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
 }
 
 async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike> {
-  const namespace = argValue(req.args, "K8S_POD_NAMESPACE");
-  const name = argValue(req.args, "K8S_POD_NAME");
+  const namespace = cniArg(req.args, "K8S_POD_NAMESPACE");
+  const name = cniArg(req.args, "K8S_POD_NAME");
   // Standalone (no apiserver) serves runtimes outside Kubernetes too: pod names are then optional.
   if (!ctx.pods) return { metadata: { namespace: namespace ?? "", name: name ?? "" } };
   if (!namespace || !name) {
@@ -465,7 +444,7 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
       `CNI_ARGS: missing ${!namespace ? "K8S_POD_NAMESPACE" : "K8S_POD_NAME"}`,
     );
   }
-  const uid = argValue(req.args, "K8S_POD_UID");
+  const uid = cniArg(req.args, "K8S_POD_UID");
   const pod = await ctx.pods.getPod(namespace, name, { uid });
   const expected = runtimeUidOf(pod);
   if (uid && expected && expected !== uid) {
@@ -484,7 +463,7 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
  */
 async function readLeftover(ctx: HandlerContext, containerId: string): Promise<StoredNetwork[] | undefined> {
   try {
-    return await readState(ctx.stateDir, containerId);
+    return await loadState(ctx, containerId);
   } catch (e) {
     const aside = `${ctx.stateDir}/.corrupt-${containerId}-${Date.now()}`;
     await Deno.rename(statePath(ctx.stateDir, containerId), aside).catch(() => {});
@@ -609,7 +588,7 @@ async function rollBack(ctx: HandlerContext, req: ParsedRequest, networks: Store
 }
 
 async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
-  const networks = await readState(ctx.stateDir, req.containerId);
+  const networks = await loadState(ctx, req.containerId);
   if (!networks) {
     throw new CniError(ErrorCode.UnknownContainer, `no galaxy state for container ${req.containerId}`);
   }
@@ -672,27 +651,6 @@ function networkList(ctx: HandlerContext, name: string): NetConfList | undefined
   return entry ? confAsList(structuredClone(entry) as NetConf & { name: string }) : undefined;
 }
 
-/** Validates `cni.dev/valid-attachments`: a list of `{containerID, ifname}` with string fields. */
-function validAttachments(config: Record<string, unknown>): { containerID: string; ifname: string }[] {
-  const valid = config["cni.dev/valid-attachments"];
-  if (!Array.isArray(valid)) {
-    throw new CniError(
-      ErrorCode.InvalidNetworkConfig,
-      "GC needs cni.dev/valid-attachments in the configuration",
-    );
-  }
-  return valid.map((a, i) => {
-    const { containerID, ifname } = (a ?? {}) as { containerID?: unknown; ifname?: unknown };
-    if (typeof containerID !== "string" || typeof ifname !== "string") {
-      throw new CniError(
-        ErrorCode.InvalidNetworkConfig,
-        `cni.dev/valid-attachments[${i}] must have string containerID and ifname`,
-      );
-    }
-    return { containerID, ifname };
-  });
-}
-
 /**
  * GC: DEL (through the plugins, from the state file) every container the runtime no longer lists, except
  * those younger than the grace period or with a request in flight; then, with requests paused, GC goes to the
@@ -700,7 +658,7 @@ function validAttachments(config: Record<string, unknown>): { containerID: strin
  * attachments of that network that remain (so plugins drop records, VFs and IPs of containers long gone).
  */
 async function cmdGc(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
-  const keep = new Set(validAttachments(req.config).map((a) => a.containerID));
+  const keep = new Set(parseValidAttachments(req.config).map((a) => a.containerID));
   const graceMs = ctx.gcGraceMs ?? GC_GRACE_MS;
   const errors: string[] = [];
   for (const { containerId, mtime } of await listStates(ctx.stateDir)) {
@@ -757,7 +715,7 @@ async function cmdGc(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerRe
  * false when there is no state file; throws (leaving the failed networks recorded) when a plugin fails.
  */
 export async function releaseFromState(ctx: HandlerContext, containerId: string): Promise<boolean> {
-  const networks = await readState(ctx.stateDir, containerId);
+  const networks = await loadState(ctx, containerId);
   if (!networks) return false;
   const runtime = networks.find((n) => n.Runtime)?.Runtime;
   // A namespace that is gone is not passed: the plugins then clean up the host side only, as DEL allows.

@@ -16,6 +16,9 @@
  *
  * Log files are written unbuffered (one synchronous write per line), so nothing is lost when the process
  * exits through `Deno.exit`; `--log-flush-frequency` therefore has nothing to flush.
+ *
+ * Its length: klog's flags (files, thresholds, vmodule, backtraces) are one behaviour with one line format;
+ * splitting it would spread the rules that decide where a line goes.
  * @module
  */
 import {

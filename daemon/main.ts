@@ -6,7 +6,14 @@
  */
 import { versionLine } from "../cli/version.ts";
 import { loadGalaxyConfig, unnamedNetworkWarnings } from "./config.ts";
-import { FlagError, parseServeFlags, type ServeFlags, serveHelp, splitHostPort } from "./flags.ts";
+import {
+  FlagError,
+  notInEffectWarning,
+  parseServeFlags,
+  type ServeFlags,
+  serveHelp,
+  splitHostPort,
+} from "./flags.ts";
 import { EniKeeper } from "./eni.ts";
 import { GarbageCollector } from "./gc.ts";
 import {
@@ -22,7 +29,7 @@ import { isStandalone, KubePodSource } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
 import { CniMetrics, Counters, describeExchange, serveMetrics } from "./metrics.ts";
 import { startServer } from "./server.ts";
-import { configureNetnsWorkers } from "../netops/netns.ts";
+import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 import { Iptables } from "../netops/iptables.ts";
 import { PortMapper } from "./portmap.ts";
 
@@ -62,6 +69,8 @@ export async function main(args: string[]): Promise<number> {
   configureNetnsWorkers({ executor: "worker" });
   const log = getLog("daemon");
   log.info(`starting ${versionLine()}`);
+  const notInEffect = notInEffectWarning(flags);
+  if (notInEffect) log.warn(notInEffect);
 
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
@@ -153,6 +162,8 @@ export async function main(args: string[]): Promise<number> {
   await metricsServer?.shutdown();
   await portmap?.close();
   await pods?.close();
+  // The setns workers end with the daemon rather than with Deno.exit, so none is killed in the middle of a step.
+  await shutdownNetnsWorkers();
   log.info("stopped");
   return 0;
 }

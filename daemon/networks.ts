@@ -5,10 +5,11 @@
  *
  * Every resolution returns fresh deep copies, so nothing a plugin run does to a configuration can leak into
  * the next request (Galaxy's shared-map `prevResult` bug).
+ *
+ * Its length: the annotation formats (text and JSON), galaxy.json networks and --network-conf-dir files all
+ * resolve to one list of networks per pod, with one set of error messages.
  * @module
  */
-import { validateIfname } from "../cni/skel.ts";
-import { isIP } from "node:net";
 import { confAsList } from "../cni/invoke.ts";
 import {
   CniError,
@@ -19,6 +20,8 @@ import {
   NetConfListSchema,
   NetConfSchema,
 } from "../cni/spec.ts";
+import { ifnameProblem } from "../netops/ifname.ts";
+import { isIP } from "../netops/ip_address.ts";
 import { type GalaxyConfig, goField, goKeyFold } from "./config.ts";
 
 /** The Multus-compatible annotation that lists a pod's networks. */
@@ -151,7 +154,7 @@ function parseCommaItem(item: string): NetworkSelection {
     }
   }
   if (ifname !== undefined) {
-    const problem = validateIfname(ifname);
+    const problem = ifnameProblem(ifname);
     if (problem) throw fail(`interface ${problem}`);
   }
   const sel: NetworkSelection = { name };
@@ -180,7 +183,7 @@ function parseJsonElement(el: unknown, index: number): NetworkSelection {
   const ifname = optional(el, "interface");
   if (ifname !== undefined) {
     if (typeof ifname !== "string") throw fail(`"interface" must be a string, got ${show(ifname)}`);
-    const problem = validateIfname(ifname);
+    const problem = ifnameProblem(ifname);
     if (problem) throw fail(`"interface" ${show(ifname)}: ${problem}`);
     sel.interface = ifname;
   }

@@ -10,7 +10,7 @@
  * @module
  */
 import { CniError, ErrorCode } from "../cni/spec.ts";
-import { writeFileAtomic } from "../cni/invoke.ts";
+import { writeFileAtomic } from "../netops/fs_atomic.ts";
 import { type Iptables, RestoreBatch, type SavedTable } from "../netops/iptables.ts";
 import { routeGet } from "../netops/ip.ts";
 import { setHostSysctls } from "../netops/sysctl.ts";

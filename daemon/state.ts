@@ -4,7 +4,7 @@
  * written atomically before the first plugin runs, so a crash at any point leaves what DEL needs.
  * @module
  */
-import { writeFileAtomic } from "../cni/invoke.ts";
+import { writeFileAtomic } from "../netops/fs_atomic.ts";
 import type { Result } from "../cni/spec.ts";
 import { parseStateFile } from "./go_state.ts";
 

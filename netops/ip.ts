@@ -6,8 +6,12 @@
  *
  * A batch line is split on whitespace by `ip` (which also honours quotes, backslashes and `#` comments), so
  * every token is checked: none may be empty or contain whitespace, quotes, a backslash or `#`.
+ *
+ * Its length: one typed builder per `ip` operation and one typed reader per `ip -j` listing; a flat catalogue,
+ * kept in one file so that every batch line is checked by the same token rules.
  * @module
  */
+import { ifnameProblem } from "./ifname.ts";
 import { isIP } from "./ip_address.ts";
 import { runCommands } from "./netns.ts";
 
@@ -25,25 +29,19 @@ export class IfNameError extends IpArgumentError {
   readonly ifName: string;
 
   constructor(ifName: string, reason: string) {
-    super(`interface name ${JSON.stringify(ifName)} ${reason}`);
+    super(`interface name ${reason}`);
     this.name = "IfNameError";
     this.ifName = ifName;
   }
 }
 
-/** The longest interface name Linux accepts (IFNAMSIZ - 1), in bytes. */
-export const IFNAME_MAX = 15;
-
-/** Throws an {@linkcode IfNameError} unless `name` is a valid Linux interface name; returns it otherwise. */
+/**
+ * Throws an {@linkcode IfNameError} unless `name` is a valid Linux interface name (the rule of
+ * `ifname.ts`); returns it otherwise.
+ */
 export function validateIfName(name: string): string {
-  if (typeof name !== "string" || name.length === 0) throw new IfNameError(String(name), "is empty");
-  const bytes = new TextEncoder().encode(name).length;
-  if (bytes > IFNAME_MAX) {
-    throw new IfNameError(name, `is ${bytes} bytes long; Linux allows at most ${IFNAME_MAX}`);
-  }
-  if (name === "." || name === "..") throw new IfNameError(name, "is reserved");
-  const bad = /[\s"'\\#/:%]/.exec(name);
-  if (bad) throw new IfNameError(name, `contains the forbidden character ${JSON.stringify(bad[0])}`);
+  const problem = ifnameProblem(name);
+  if (problem) throw new IfNameError(String(name), problem);
   return name;
 }
 

@@ -2,7 +2,7 @@
  * `deno task dev-install <dir>`: writes the development launchers into `<dir>`.
  * @module
  */
-import { writeLaunchers } from "./launchers.ts";
+import { writeLaunchers } from "../cli/launchers.ts";
 
 if (Deno.args.length !== 1 || Deno.args[0].startsWith("-")) {
   console.error("usage: deno task dev-install <dir>");

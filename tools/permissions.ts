@@ -1,20 +1,6 @@
 /**
- * The one definition of the permissions Galaxy runs with, used both by the development launchers
- * (`deno task dev-install`) and by `deno task compile`.
- *
- * Every role needs all of them at some point: plugins run `ip`/`nsenter` and delegates (run), read and write
- * state, `/proc/sys` and `/sys` (read, write), enter namespaces through libc `setns` (ffi), talk to the
- * daemon's socket and the apiserver (net), read the CNI environment (env) and the hostname (sys).
+ * Kept for `tools/compile.ts`: the permissions live in `cli/permissions.ts`, since the launchers that
+ * `galaxy install` writes carry them too and nothing the executable runs may import `tools/`.
  * @module
  */
-
-/** Permission flags for `deno run` and `deno compile`. */
-export const PERMISSION_FLAGS: readonly string[] = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env",
-  "--allow-run",
-  "--allow-ffi",
-  "--allow-sys",
-];
+export { PERMISSION_FLAGS } from "../cli/permissions.ts";

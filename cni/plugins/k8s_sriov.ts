@@ -32,246 +32,37 @@
  * @module
  */
 import { sendGratuitousArp } from "../../netops/arping.ts";
-import { getLink, type Link, linkSet, listLinks, runBatch, validateIfName } from "../../netops/ip.ts";
+import { type Link, linkSet, listLinks, runBatch } from "../../netops/ip.ts";
 import { isIPv4 } from "../../netops/ip_address.ts";
-import { NetnsNotFoundError } from "../../netops/netns.ts";
 import {
-  DEFAULT_PROC_ROOT,
-  DEFAULT_SYSFS_ROOT,
   irqAffinities,
   linkPciAddress,
   listVirtFns,
   onlineCpus,
-  pciNetdevs,
-  readSriovCounts,
   readVfVlans,
   setIrqAffinities,
-  setNumVfs,
-  type SriovCounts,
-  type SriovRoots,
   vfIrqs,
   vfVlanOps,
-  type VirtFn,
 } from "../../netops/sriov.ts";
-import { allocate, type Allocation } from "../ipam.ts";
+import { attachmentKey, parseValidAttachments } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, type Dns, ErrorCode, type Result, type ResultIp } from "../version.ts";
-import { optionalDns } from "./conf.ts";
-import { withFileLock } from "./file_lock.ts";
+import { appendResult, CniError, ErrorCode, type Result, type ResultIp } from "../version.ts";
+import { verifyAttachment } from "./kit/check.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
+import { withFileLock } from "./kit/file_lock.ts";
+import { type Allocation, forwardToIpam, statusThenIpam } from "./kit/ipam.ts";
+import { configurePodInterface, refuseTakenNames } from "./kit/pod_interface.ts";
+import { interfaceIndex } from "./kit/results.ts";
+import { allocateThenAdd, cleanUpThenRelease, withRollback } from "./kit/rollback.ts";
+import { type K8sSriovConf, lockFile, NAME, parseConf, roots } from "./kit/sriov_conf.ts";
 import {
-  cleanUpThenRelease,
-  configurePodInterface,
-  forwardToIpam,
-  interfaceIndex,
-  kernelError,
-  logLine,
-  mergeResult,
-  releaseDelegated,
-  verifyAttachment,
-  withRollback,
-} from "./link.ts";
-import {
-  DEFAULT_LOCK_DIR,
   listAttachments,
   readAttachment,
   removeAttachment,
   type SriovAttachment,
   writeAttachment,
-} from "./sriov_state.ts";
-
-/** galaxy-k8s-sriov's configuration, with defaults applied. */
-export interface K8sSriovConf {
-  /** `device`: the PF. */
-  device: string;
-  /** `vf_num`: how many VFs to use (and to enable when none are); 256 when absent or ≤ 0. */
-  vfNum: number;
-  /** `vfVlan`: who sets the VF VLAN: the plugin through the PF (`"pf"`) or nobody (`"none"`). */
-  vfVlan: "pf" | "none";
-  /** `sysfsRoot`: the sysfs tree (default `/sys`). */
-  sysfsRoot: string;
-  /** `procRoot`: the procfs tree (default `/proc`). */
-  procRoot: string;
-  /** `lockDir`: the lock file and the attachment records (default `/var/lib/cni/galaxy/sriov`). */
-  lockDir: string;
-  /** DNS settings copied into the result. */
-  dns?: Dns;
-}
-
-const NAME = "galaxy-k8s-sriov";
-/** Galaxy's `vf_num` when the configuration gives none. */
-export const DEFAULT_VF_NUM = 256;
-
-function absolutePath(v: unknown, key: string, problems: string[], fallback: string): string {
-  if (v === undefined) return fallback;
-  if (typeof v !== "string" || !v.startsWith("/") || v.includes("\0")) {
-    problems.push(`${key}: must be an absolute path`);
-    return fallback;
-  }
-  return v.length > 1 ? v.replace(/\/+$/, "") : v;
-}
-
-/** Reads and checks the plugin's keys by hand (plugins do not load zod); problems are code 7, each named. */
-export function parseConf(config: Record<string, unknown>): K8sSriovConf {
-  const problems: string[] = [];
-  let device = "";
-  if (typeof config.device !== "string" || config.device === "") {
-    problems.push("device: required, the name of the SR-IOV PF");
-  } else {
-    try {
-      device = validateIfName(config.device);
-    } catch (err) {
-      problems.push(`device: ${(err as Error).message}`);
-    }
-  }
-  let vfNum = DEFAULT_VF_NUM;
-  if (config.vf_num !== undefined) {
-    if (typeof config.vf_num !== "number" || !Number.isInteger(config.vf_num)) {
-      problems.push("vf_num: must be an integer");
-    } else if (config.vf_num > 0) {
-      vfNum = config.vf_num;
-    }
-  }
-  const vfVlan = config.vfVlan ?? "pf";
-  if (vfVlan !== "pf" && vfVlan !== "none") problems.push(`vfVlan: must be "pf" or "none"`);
-  const sysfsRoot = absolutePath(config.sysfsRoot, "sysfsRoot", problems, DEFAULT_SYSFS_ROOT);
-  const procRoot = absolutePath(config.procRoot, "procRoot", problems, DEFAULT_PROC_ROOT);
-  const lockDir = absolutePath(config.lockDir, "lockDir", problems, DEFAULT_LOCK_DIR);
-  let dns: Dns | undefined;
-  try {
-    dns = optionalDns(config, { plugin: NAME });
-  } catch (err) {
-    problems.push((err as Error).message.replace(`${NAME}: invalid config: `, ""));
-  }
-  if (problems.length) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: invalid config: ${problems.join("; ")}`);
-  }
-  const conf: K8sSriovConf = { device, vfNum, vfVlan: vfVlan as "pf" | "none", sysfsRoot, procRoot, lockDir };
-  if (dns) conf.dns = dns;
-  return conf;
-}
-
-function roots(conf: K8sSriovConf): SriovRoots {
-  return { sysfsRoot: conf.sysfsRoot, procRoot: conf.procRoot };
-}
-
-function lockFile(conf: K8sSriovConf): string {
-  return `${conf.lockDir}/lock`;
-}
-
-/** This process's network namespace (the node's), as a path `ip link set ... netns` accepts from a pod. */
-function nodeNetns(): string {
-  return `/proc/${Deno.pid}/ns/net`;
-}
-
-// ------------------------------------------------------------------------------------------ choosing a VF
-
-/** The VF {@linkcode chooseVf} picked. */
-export interface VfChoice {
-  /** The VF. */
-  vf: VirtFn;
-  /** Its netdev in the node namespace. */
-  name: string;
-  /** Records of other attachments that name this VF: their pods are gone (the VF is back on the node). */
-  stale: SriovAttachment[];
-}
-
-/**
- * Picks the first free VF: exactly one netdev under `virtfn<i>/net/`, present in the node namespace. VFs no
- * record names come first; a VF that a record names but that is back on the node (its pod namespace died, or
- * an ADD crashed before moving it) is taken only after those, and its records are returned as `stale`.
- * Without a free VF, `choice` is absent and `reasons` says why each VF was passed over.
- */
-export function chooseVf(
-  vfs: VirtFn[],
-  options: { nodeLinks: ReadonlySet<string>; attachments: readonly SriovAttachment[] },
-): { choice?: VfChoice; reasons: string[] } {
-  const reasons: string[] = [];
-  const free: VfChoice[] = [];
-  for (const vf of vfs) {
-    const where = `virtfn${vf.index} (${vf.pciAddress})`;
-    if (vf.netdevs.length === 0) {
-      reasons.push(`${where}: no netdev on the node, in use`);
-    } else if (vf.netdevs.length > 1) {
-      reasons.push(`${where}: ${vf.netdevs.length} netdevs (${vf.netdevs.join(", ")})`);
-    } else if (!options.nodeLinks.has(vf.netdevs[0])) {
-      reasons.push(`${where}: ${vf.netdevs[0]} is not in the node namespace, in use`);
-    } else {
-      const stale = options.attachments.filter((a) => a.pciAddress === vf.pciAddress);
-      free.push({ vf, name: vf.netdevs[0], stale });
-    }
-  }
-  if (vfs.length === 0) reasons.push("no virtfn entries");
-  const choice = free.find((c) => c.stale.length === 0) ?? free[0];
-  return choice ? { choice, reasons } : { reasons };
-}
-
-// ------------------------------------------------------------------------------------------ giving a VF back
-
-async function isOurVf(netns: string, link: Link, att: SriovAttachment): Promise<boolean> {
-  const pci = await linkPciAddress(netns, link.name);
-  if (pci) return pci === att.pciAddress;
-  // no PCI parent reported (a kernel before 5.15, or a stand-in device): the MAC recorded at ADD decides
-  return att.mac === undefined || link.address?.toLowerCase() === att.mac.toLowerCase();
-}
-
-/**
- * Brings an attachment's VF back to the node under the name it had there (or `dev<ifindex>` when that name
- * is taken, as Galaxy named it): from the pod namespace when it is still there (under `ifname`, or under its
- * node name when an ADD stopped between move and rename), else from wherever the node has it now (a dying
- * namespace hands physical devices back to the node, keeping the name they had inside), found by PCI address.
- * With `resetVlan`, the VF VLAN is set back to 0 through the PF when ADD had set it. Returns what happened.
- */
-export async function restoreVf(
-  att: SriovAttachment,
-  conf: K8sSriovConf,
-  options: { netns?: string; resetVlan?: boolean } = {},
-): Promise<string> {
-  let outcome = "not found (gone with its device, or in a namespace this attachment does not know)";
-  const netns = options.netns || att.netns;
-  let inPod = false;
-  if (netns) {
-    try {
-      for (const name of new Set([att.ifname, att.vfName])) {
-        const link = await getLink(netns, name);
-        if (!link) continue;
-        if (!(await isOurVf(netns, link, att))) {
-          logLine(NAME, `${name} in ${netns} is not VF ${att.pciAddress}; left alone`);
-          continue;
-        }
-        const nodeNames = new Set((await listLinks(null)).map((l) => l.name));
-        const target = nodeNames.has(att.vfName) ? `dev${link.index}` : att.vfName;
-        await runBatch(netns, [linkSet(name, { up: false, name: target, netns: nodeNetns() })]);
-        outcome = `moved from ${netns} back to the node as ${target}`;
-        inPod = true;
-        break;
-      }
-    } catch (err) {
-      if (!(err instanceof NetnsNotFoundError)) throw err;
-    }
-  }
-  if (!inPod) {
-    const nodeLinks = await listLinks(null);
-    const nodeNames = new Set(nodeLinks.map((l) => l.name));
-    const here = (await pciNetdevs(att.pciAddress, roots(conf))).find((n) => nodeNames.has(n));
-    if (here === att.vfName) {
-      outcome = `already on the node as ${here}`;
-    } else if (here) {
-      const target = nodeNames.has(att.vfName) ? here : att.vfName;
-      if (target !== here) await runBatch(null, [linkSet(here, { up: false, name: target })]);
-      outcome = `found on the node as ${here}${target === here ? "" : `, renamed ${target}`}`;
-    }
-  }
-  if (options.resetVlan && att.vlanViaPf) {
-    const counts = await readSriovCounts(att.pf, roots(conf));
-    if ((await getLink(null, att.pf)) && counts && att.vf < counts.numVfs) {
-      await runBatch(null, vfVlanOps(att.pf, { vf: att.vf, vlan: 0 }));
-      outcome += `; VLAN reset through ${att.pf}`;
-    }
-  }
-  return outcome;
-}
-
-// ------------------------------------------------------------------------------------------ ADD
+} from "./kit/sriov_state.ts";
+import { checkPf, chooseVf, enableVfs, restoreVf } from "./kit/sriov_vf.ts";
 
 /** What goes on the pod interface. */
 interface PodPlan {
@@ -305,46 +96,6 @@ function podPlan(alloc: Allocation, conf: K8sSriovConf): PodPlan {
     ? [{ dst: "0.0.0.0/0", gw: gateway }]
     : [];
   return { ips, routes, vlan };
-}
-
-async function checkPf(conf: K8sSriovConf): Promise<void> {
-  let pf: Link | undefined;
-  let counts: SriovCounts | undefined;
-  try {
-    pf = await getLink(null, conf.device);
-    counts = await readSriovCounts(conf.device, roots(conf));
-  } catch (err) {
-    throw kernelError(err, `${NAME}: PF ${conf.device}`);
-  }
-  if (!pf) {
-    throw new CniError(
-      ErrorCode.PluginFailure,
-      `${NAME}: PF ${conf.device} (device) does not exist on the node`,
-    );
-  }
-  if (!counts || counts.totalVfs <= 0) {
-    throw new CniError(
-      ErrorCode.PluginFailure,
-      `${NAME}: ${conf.device} is not an SR-IOV PF: ${conf.sysfsRoot}/class/net/${conf.device}/device/` +
-        `sriov_totalvfs is ${counts ? "0" : "missing"}`,
-    );
-  }
-}
-
-/** Enables VFs when the PF has none; returns how many VFs this plugin may use. */
-async function enableVfs(conf: K8sSriovConf): Promise<number> {
-  const counts = await readSriovCounts(conf.device, roots(conf));
-  if (!counts || counts.totalVfs <= 0) {
-    throw new CniError(ErrorCode.PluginFailure, `${NAME}: ${conf.device} has no SR-IOV VFs any more`);
-  }
-  const usable = Math.min(counts.totalVfs, conf.vfNum);
-  if (counts.numVfs === 0) {
-    await setNumVfs(conf.device, usable, roots(conf));
-    logLine(NAME, `enabled ${usable} VFs on ${conf.device} (sriov_numvfs was 0)`);
-  } else if (counts.numVfs < usable) {
-    logLine(NAME, `${conf.device} has ${counts.numVfs} VFs enabled, fewer than the ${usable} it could use`);
-  }
-  return usable;
 }
 
 /** Under the lock: pick a VF, record it, VLAN, move and rename, configure, IRQ affinity. */
@@ -443,19 +194,9 @@ async function attachVf(
 /** ADD: addresses, then (under the node-wide lock) a VF into the pod; the result is chained onto `prevResult`. */
 export async function add(req: PluginRequest): Promise<Result> {
   const conf = parseConf(req.config);
-  const podLinks = await listLinks(req.netns).catch((err) => {
-    throw kernelError(err, `${NAME}: netns ${req.netns}`);
-  });
-  if (podLinks.some((l) => l.name === req.ifname)) {
-    throw new CniError(
-      ErrorCode.PluginFailure,
-      `${NAME}: interface ${req.ifname} already exists in ${req.netns}`,
-    );
-  }
+  await refuseTakenNames(req, [req.ifname], { plugin: NAME });
   await checkPf(conf);
-  const alloc = await allocate(req);
-  return await withRollback(NAME, async (undo) => {
-    if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
+  return await allocateThenAdd(req, NAME, async (alloc) => {
     const plan = podPlan(alloc, conf);
     const { att, podLink } = await withFileLock(lockFile(conf), () => attachVf(req, conf, plan));
     await sendGratuitousArp(req.ifname, plan.ips[0].address.split("/")[0], {
@@ -469,11 +210,9 @@ export async function add(req: PluginRequest): Promise<Result> {
       routes: plan.routes,
     };
     if (conf.dns) ours.dns = conf.dns;
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
-
-// ------------------------------------------------------------------------------------------ DEL, CHECK, ...
 
 /**
  * DEL: under the lock, the VF of this attachment's record goes back to the node under its old name with its
@@ -553,25 +292,7 @@ export async function check(req: PluginRequest): Promise<void> {
 /** STATUS: ready when the PF is on the node and can have VFs, and IPAM is ready; else code 50. */
 export async function status(req: PluginRequest): Promise<void> {
   const conf = parseConf(req.config);
-  try {
-    await checkPf(conf);
-  } catch (err) {
-    throw new CniError(ErrorCode.NotAvailable, (err as Error).message);
-  }
-  await forwardToIpam("STATUS", req, { plugin: NAME });
-}
-
-function validAttachments(config: Record<string, unknown>): Set<string> {
-  const raw = config["cni.dev/valid-attachments"];
-  if (raw === undefined) return new Set();
-  if (!Array.isArray(raw)) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: cni.dev/valid-attachments: expected a list`);
-  }
-  return new Set(
-    raw.map((a: { containerID?: unknown; ifname?: unknown }) =>
-      `${String(a?.containerID)}@${String(a?.ifname)}`
-    ),
-  );
+  await statusThenIpam(req, NAME, () => checkPf(conf));
 }
 
 /**
@@ -581,7 +302,7 @@ function validAttachments(config: Record<string, unknown>): Set<string> {
  */
 export async function gc(req: PluginRequest): Promise<void> {
   const conf = parseConf(req.config);
-  const valid = validAttachments(req.config);
+  const valid = new Set(parseValidAttachments(req.config).map((a) => attachmentKey(a.containerID, a.ifname)));
   const errors: string[] = [];
   await withFileLock(lockFile(conf), async () => {
     const { attachments, corrupt } = await listAttachments(conf.lockDir);
@@ -590,7 +311,7 @@ export async function gc(req: PluginRequest): Promise<void> {
       await Deno.remove(path).catch(() => {});
     }
     for (const att of attachments) {
-      if (att.network !== req.config.name || valid.has(`${att.containerId}@${att.ifname}`)) continue;
+      if (att.network !== req.config.name || valid.has(attachmentKey(att.containerId, att.ifname))) continue;
       try {
         const what = await restoreVf(att, conf, { resetVlan: true });
         logLine(NAME, `GC ${att.containerId}/${att.ifname}: VF ${att.pciAddress} ${what}`);

@@ -30,46 +30,34 @@
  * @module
  */
 import { getLink, type Link } from "../../netops/ip.ts";
-import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, ErrorCode, type Result } from "../version.ts";
+import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
+import { failOnProblems } from "./kit/check.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
+import { withFileLock } from "./kit/file_lock.ts";
+import { forwardToIpam, gcThroughIpam, statusThenIpam } from "./kit/ipam.ts";
+import { refuseTakenNames } from "./kit/pod_interface.ts";
+import { allocateThenAdd, type Undo, withRollback } from "./kit/rollback.ts";
+import { parseVlanConf, resolveUplink, type VlanNetConf, vlanParentOf } from "./kit/underlay_conf.ts";
+import { checkAttachment, deleteAttachment } from "./kit/underlay_del_check.ts";
 import {
-  forwardToIpam,
-  kernelError,
-  logLine,
-  mergeResult,
-  releaseDelegated,
-  type Undo,
-  withRollback,
-} from "./link.ts";
+  defaultBridgeRollbackOps,
+  ensureVlanBridge,
+  isNoop,
+  runRollback,
+  setupDefaultBridge,
+  vlanRollbackOps,
+} from "./kit/underlay_node.ts";
+import { type AddressPlan, addressPlans, podRoutePlan, proxyArpSysctls } from "./kit/underlay_plan.ts";
 import {
-  type AddressPlan,
-  addressPlans,
   announce,
   type Announcement,
   attachSlave,
-  checkAttachment,
+  claimPodInterfaceNames,
   connectVeth,
-  defaultBridgeRollbackOps,
-  deleteAttachment,
-  ensureVlanBridge,
-  isNoop,
-  MAX_ADDRESSES,
-  parseVlanConf,
-  podInterfaceNames,
-  podRoutePlan,
-  proxyArpSysctls,
-  refuseTakenNames,
-  resolveUplink,
-  runRollback,
   setNodeSysctls,
-  setupDefaultBridge,
   type SlaveKind,
-  type VlanNetConf,
-  vlanParentOf,
-  vlanRollbackOps,
-} from "./underlay.ts";
-import { withFileLock } from "./file_lock.ts";
+} from "./kit/underlay_pod.ts";
 
 const NAME = "galaxy-k8s-vlan";
 
@@ -173,9 +161,7 @@ export async function add(req: PluginRequest): Promise<Result> {
   const conf = parseVlanConf(req.config, { plugin: NAME });
   const uplink = await resolveUplink(conf, { plugin: NAME });
   await refuseTakenNames(req, [req.ifname], { plugin: NAME });
-  const alloc = await allocate(req);
-  return await withRollback(NAME, async (undo) => {
-    if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
+  return await allocateThenAdd(req, NAME, async (alloc, undo) => {
     let addresses = addressPlans(alloc.result, alloc.vlans);
     if (addresses.length === 0) {
       throw new CniError(ErrorCode.PluginFailure, `${NAME}: no IPv4 address to configure`);
@@ -188,14 +174,7 @@ export async function add(req: PluginRequest): Promise<Result> {
       );
       addresses = addresses.slice(0, 1);
     }
-    if (addresses.length > MAX_ADDRESSES) {
-      throw new CniError(
-        ErrorCode.InvalidNetworkConfig,
-        `${NAME}: ${addresses.length} addresses; at most ${MAX_ADDRESSES} fit the interface names`,
-      );
-    }
-    const names = podInterfaceNames(req.ifname, addresses.length);
-    await refuseTakenNames(req, names.slice(1), { plugin: NAME });
+    const names = await claimPodInterfaceNames(req, addresses.length, { plugin: NAME });
     const routes = podRoutePlan(addresses, {
       policy: "k8s-vlan",
       ipamRoutes: alloc.delegated ? alloc.result.routes ?? [] : undefined,
@@ -251,7 +230,7 @@ export async function add(req: PluginRequest): Promise<Result> {
     ours.routes = routes.flat().map((r) => r.gw ? { dst: r.dst, gw: r.gw } : { dst: r.dst });
     if (conf.dns) ours.dns = conf.dns;
     await announce(announcements, { useRequest: conf.gratuitousArpRequest });
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 
@@ -299,26 +278,19 @@ export async function check(req: PluginRequest): Promise<void> {
       ? { policy: "k8s-vlan" }
       : { policy: "k8s-vlan", vethSuffix: "-l", hostSide: conf.mode === "bridge" ? "bridge" : "either" },
   );
-  if (problems.length) {
-    throw new CniError(ErrorCode.PluginFailure, `${NAME}: CHECK failed: ${problems.join("; ")}`);
-  }
+  failOnProblems(NAME, problems);
   await forwardToIpam("CHECK", req, { plugin: NAME });
 }
 
 /** STATUS: not available (50) while the uplink is missing; otherwise whatever IPAM says. */
 export async function status(req: PluginRequest): Promise<void> {
   const conf = parseVlanConf(req.config, { plugin: NAME });
-  try {
-    await resolveUplink(conf, { plugin: NAME });
-  } catch (err) {
-    throw new CniError(ErrorCode.NotAvailable, (err as Error).message);
-  }
-  await forwardToIpam("STATUS", req, { plugin: NAME });
+  await statusThenIpam(req, NAME, () => resolveUplink(conf, { plugin: NAME }));
 }
 
 /** GC: node objects are shared and kept; IPAM's reservations are its business. */
 export async function gc(req: PluginRequest): Promise<void> {
-  await forwardToIpam("GC", req, { plugin: NAME });
+  await gcThroughIpam(req, NAME);
 }
 
 /** The galaxy-k8s-vlan plugin. */

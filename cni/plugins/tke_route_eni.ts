@@ -21,37 +21,18 @@
  * @module
  */
 import { getLink, validateIfName } from "../../netops/ip.ts";
-import { allocate, cniArg, parseIpInfos } from "../ipam.ts";
+import { cniArg } from "../request.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, ErrorCode, type Result } from "../version.ts";
-import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
-import {
-  addHostRoute,
-  cleanUpThenRelease,
-  configurePodInterface,
-  createVethPair,
-  deleteHostRules,
-  deletePodInterface,
-  eniVethName,
-  firstIpv4,
-  forwardToIpam,
-  gatewayRoutes,
-  hostRouteFor,
-  interfaceIndex,
-  ipv4Of,
-  kernelError,
-  logLine,
-  mergeResult,
-  POD_GATEWAY,
-  prepareVethNames,
-  releaseDelegated,
-  removeHostLink,
-  replaceHostRules,
-  type RuleKey,
-  tempPeerName,
-  verifyAttachment,
-  withRollback,
-} from "./link.ts";
+import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
+import { optionalDns, optionalInteger, optionalString } from "./kit/conf.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
+import { attachGatewayVeth, checkGatewayVeth } from "./kit/gateway_veth.ts";
+import { deleteHostRules, hostRouteFor, replaceHostRules, type RuleKey } from "./kit/host_rules.ts";
+import { gcThroughIpam, parseIpInfos, statusThenIpam } from "./kit/ipam.ts";
+import { eniVethName, tempPeerName } from "./kit/names.ts";
+import { deletePodInterface, prepareVethNames, removeHostLink } from "./kit/pod_interface.ts";
+import { interfaceIndex, ipv4Of } from "./kit/results.ts";
+import { allocateThenAdd, cleanUpThenRelease } from "./kit/rollback.ts";
 
 /** tke-route-eni's own configuration keys. */
 export interface TkeRouteEniConf {
@@ -91,8 +72,8 @@ function parseConf(req: PluginRequest): TkeRouteEniConf & { dns?: Result["dns"] 
 
 /** The host veth name from K8S_POD_NAMESPACE and K8S_POD_NAME, or `undefined` when either is missing. */
 async function hostName(req: PluginRequest): Promise<string | undefined> {
-  const namespace = cniArg(req, "K8S_POD_NAMESPACE");
-  const pod = cniArg(req, "K8S_POD_NAME");
+  const namespace = cniArg(req.args, "K8S_POD_NAMESPACE");
+  const pod = cniArg(req.args, "K8S_POD_NAME");
   return namespace && pod ? await eniVethName(namespace, pod) : undefined;
 }
 
@@ -149,35 +130,19 @@ export async function add(req: PluginRequest): Promise<Result> {
     foreignPeer: "delete",
     plugin: NAME,
   });
-  const alloc = await allocate(req);
-  return await withRollback(NAME, async (undo) => {
-    if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
-    const v4 = firstIpv4(alloc.result);
-    if (!v4) throw new CniError(ErrorCode.PluginFailure, `${NAME}: no IPv4 address to configure`);
-    const hostLink = await createVethPair(host, peer, { netns });
-    undo.push(`delete ${host}`, () => removeHostLink(host));
-    const podLink = await configurePodInterface(netns, {
-      current: peer,
-      ifname: req.ifname,
-      addresses: [`${v4.ip}/32`],
-      routes: [{ dst: `${POD_GATEWAY}/32`, scope: "link" }, { dst: "default", gw: POD_GATEWAY, src: v4.ip }],
-      neighbours: [{ ip: POD_GATEWAY, lladdr: hostLink.address! }],
+  return await allocateThenAdd(req, NAME, async (alloc, undo) => {
+    const { ip, result: ours } = await attachGatewayVeth(req, undo, {
+      plugin: NAME,
+      host,
+      peer,
+      addresses: alloc.result,
+      defaultSrc: true,
     });
-    await addHostRoute(v4.ip, host, { plugin: NAME });
-    const keys = ruleKeys(v4.ip, conf.routeTable);
+    const keys = ruleKeys(ip, conf.routeTable);
     undo.push("delete policy rules", () => deleteHostRules(keys));
     await replaceHostRules(keys.map((k) => ({ ...k, table: k.table! })));
-    const ours: Result = {
-      cniVersion: "1.1.0",
-      interfaces: [
-        { name: host, mac: hostLink.address },
-        { name: req.ifname, mac: podLink.address, sandbox: netns },
-      ],
-      ips: [{ address: `${v4.ip}/32`, gateway: POD_GATEWAY, interface: 1 }],
-      routes: gatewayRoutes(),
-    };
     if (conf.dns) ours.dns = conf.dns;
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 
@@ -238,44 +203,19 @@ export async function del(req: PluginRequest): Promise<void> {
 /** CHECK: the pod interface, address, gateway routes and neighbour, host veth, host route and rules. */
 export async function check(req: PluginRequest): Promise<void> {
   const conf = parseConf(req);
-  const prev = req.prevResult;
-  if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: CHECK needs prevResult`);
   const host = await requireHostName(req);
-  const hostIndex = interfaceIndex(prev, host);
-  const hostMac = hostIndex >= 0 ? prev.interfaces?.[hostIndex].mac : undefined;
-  const ip = ipv4Of(prev, { ifname: req.ifname, netns: req.netns });
-  const problems = await verifyAttachment({
-    netns: req.netns,
-    ifname: req.ifname,
-    prevResult: prev,
-    podRoutes: gatewayRoutes(),
-    podNeighbours: [{ ip: POD_GATEWAY, lladdr: hostMac }],
-    hostLinks: [{ name: host, mac: hostMac }],
-    hostRoutes: ip ? [{ ip, dev: host }] : [],
-    hostRules: ip ? ruleKeys(ip, conf.routeTable) : [],
-  });
-  if (hostIndex < 0) problems.push(`prevResult has no host interface ${host}`);
-  if (!ip) problems.push(`prevResult has no IPv4 address for ${req.ifname}`);
-  if (problems.length) {
-    throw new CniError(ErrorCode.PluginFailure, `${NAME}: CHECK failed: ${problems.join("; ")}`);
-  }
-  await forwardToIpam("CHECK", req, { plugin: NAME });
+  await checkGatewayVeth(req, { plugin: NAME, host, hostRules: (ip) => ruleKeys(ip, conf.routeTable) });
 }
 
 /** STATUS: not available (50) while the ENI interface is missing; otherwise whatever IPAM says. */
 export async function status(req: PluginRequest): Promise<void> {
   const conf = parseConf(req);
-  try {
-    await requireEni(conf.eni);
-  } catch (err) {
-    throw new CniError(ErrorCode.NotAvailable, (err as Error).message);
-  }
-  await forwardToIpam("STATUS", req, { plugin: NAME });
+  await statusThenIpam(req, NAME, () => requireEni(conf.eni));
 }
 
 /** GC: no state of its own beyond what DEL removes; forwarded to IPAM. */
 export async function gc(req: PluginRequest): Promise<void> {
-  await forwardToIpam("GC", req, { plugin: NAME });
+  await gcThroughIpam(req, NAME);
 }
 
 /** The tke-route-eni plugin. */

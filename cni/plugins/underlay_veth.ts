@@ -16,30 +16,24 @@
  * @module
  */
 import { type Link, linkSet, listLinks, runBatch } from "../../netops/ip.ts";
-import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, ErrorCode, type Result } from "../version.ts";
-import { forwardToIpam, kernelError, mergeResult, releaseDelegated, withRollback } from "./link.ts";
+import { appendResult, CniError, ErrorCode, type Result } from "../version.ts";
+import { failOnProblems } from "./kit/check.ts";
+import { kernelError } from "./kit/errors.ts";
+import { forwardToIpam, gcThroughIpam, statusThenIpam } from "./kit/ipam.ts";
+import { refuseTakenNames } from "./kit/pod_interface.ts";
+import { allocateThenAdd } from "./kit/rollback.ts";
+import { parseVlanConf, resolveUplink, type VlanNetConf, vlanParentOf } from "./kit/underlay_conf.ts";
+import { checkAttachment, deleteAttachment } from "./kit/underlay_del_check.ts";
+import { findVlanMaster, firstNodeIpv4 } from "./kit/underlay_node.ts";
+import { addressPlans, podRoutePlan, proxyArpSysctls } from "./kit/underlay_plan.ts";
 import {
-  addressPlans,
   announce,
   type Announcement,
-  checkAttachment,
+  claimPodInterfaceNames,
   connectVeth,
-  deleteAttachment,
-  findVlanMaster,
-  firstNodeIpv4,
-  MAX_ADDRESSES,
-  parseVlanConf,
-  podInterfaceNames,
-  podRoutePlan,
-  proxyArpSysctls,
-  refuseTakenNames,
-  resolveUplink,
   setNodeSysctls,
-  type VlanNetConf,
-  vlanParentOf,
-} from "./underlay.ts";
+} from "./kit/underlay_pod.ts";
 
 const NAME = "galaxy-underlay-veth";
 
@@ -70,21 +64,12 @@ async function masters(conf: VlanNetConf, vlans: readonly number[]): Promise<Lin
 export async function add(req: PluginRequest): Promise<Result> {
   const conf = parseVlanConf(req.config, { plugin: NAME });
   await refuseTakenNames(req, [req.ifname], { plugin: NAME });
-  const alloc = await allocate(req);
-  return await withRollback(NAME, async (undo) => {
-    if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
+  return await allocateThenAdd(req, NAME, async (alloc, undo) => {
     const addresses = addressPlans(alloc.result, alloc.vlans);
     if (addresses.length === 0) {
       throw new CniError(ErrorCode.PluginFailure, `${NAME}: no IPv4 address to configure`);
     }
-    if (addresses.length > MAX_ADDRESSES) {
-      throw new CniError(
-        ErrorCode.InvalidNetworkConfig,
-        `${NAME}: ${addresses.length} addresses; at most ${MAX_ADDRESSES} fit the interface names`,
-      );
-    }
-    const names = podInterfaceNames(req.ifname, addresses.length);
-    await refuseTakenNames(req, names.slice(1), { plugin: NAME });
+    const names = await claimPodInterfaceNames(req, addresses.length, { plugin: NAME });
     const master = await masters(conf, addresses.map((a) => a.vlan));
     const unique = [...new Map(master.map((m) => [m.name, m])).values()];
     const vlanDevices = unique.filter((m) => m.kind === "vlan" && !m.up);
@@ -137,7 +122,7 @@ export async function add(req: PluginRequest): Promise<Result> {
     ours.routes = routes.flat().map((r) => r.gw ? { dst: r.dst, gw: r.gw } : { dst: r.dst });
     if (conf.dns) ours.dns = conf.dns;
     await announce(announcements, { useRequest: conf.gratuitousArpRequest });
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 
@@ -154,28 +139,20 @@ export async function check(req: PluginRequest): Promise<void> {
   parseVlanConf(req.config, { plugin: NAME });
   if (!req.prevResult) throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: CHECK needs prevResult`);
   const problems = await checkAttachment(req, { policy: "underlay", vethSuffix: "-u", hostSide: "route" });
-  if (problems.length) {
-    throw new CniError(ErrorCode.PluginFailure, `${NAME}: CHECK failed: ${problems.join("; ")}`);
-  }
+  failOnProblems(NAME, problems);
   await forwardToIpam("CHECK", req, { plugin: NAME });
 }
 
 /** STATUS: not available (50) while a configured device is missing; otherwise whatever IPAM says. */
 export async function status(req: PluginRequest): Promise<void> {
   const conf = parseVlanConf(req.config, { plugin: NAME });
-  if (conf.device || conf.devices?.length) {
-    try {
-      await resolveUplink(conf, { plugin: NAME });
-    } catch (err) {
-      throw new CniError(ErrorCode.NotAvailable, (err as Error).message);
-    }
-  }
-  await forwardToIpam("STATUS", req, { plugin: NAME });
+  const configured = conf.device || conf.devices?.length;
+  await statusThenIpam(req, NAME, configured ? () => resolveUplink(conf, { plugin: NAME }) : undefined);
 }
 
 /** GC: no state of its own beyond what DEL removes; forwarded to IPAM. */
 export async function gc(req: PluginRequest): Promise<void> {
-  await forwardToIpam("GC", req, { plugin: NAME });
+  await gcThroughIpam(req, NAME);
 }
 
 /** The galaxy-underlay-veth plugin. */

@@ -12,34 +12,16 @@
  * @module
  */
 import { isIPv4 } from "../../netops/ip_address.ts";
-import { allocate } from "../ipam.ts";
 import { type Plugin, type PluginRequest, runPlugin } from "../skel.ts";
-import { CniError, ErrorCode, type Result } from "../version.ts";
-import { optionalDns, optionalInteger, optionalString } from "./conf.ts";
-import {
-  addHostRoute,
-  cleanUpThenRelease,
-  configurePodInterface,
-  createVethPair,
-  deletePodInterface,
-  firstIpv4,
-  forwardToIpam,
-  gatewayRoutes,
-  hostVethName,
-  interfaceIndex,
-  interfaceMac,
-  ipv4Of,
-  kernelError,
-  logLine,
-  mergeResult,
-  POD_GATEWAY,
-  prepareVethNames,
-  releaseDelegated,
-  removeHostLink,
-  tempPeerName,
-  verifyAttachment,
-  withRollback,
-} from "./link.ts";
+import { appendResult, type Result } from "../version.ts";
+import { optionalDns, optionalInteger, optionalString } from "./kit/conf.ts";
+import { kernelError, logLine } from "./kit/errors.ts";
+import { attachGatewayVeth, checkGatewayVeth } from "./kit/gateway_veth.ts";
+import { gcThroughIpam, statusThenIpam } from "./kit/ipam.ts";
+import { hostVethName, tempPeerName } from "./kit/names.ts";
+import { deletePodInterface, prepareVethNames, removeHostLink } from "./kit/pod_interface.ts";
+import { interfaceMac } from "./kit/results.ts";
+import { allocateThenAdd, cleanUpThenRelease } from "./kit/rollback.ts";
 
 /** galaxy-veth's own configuration keys (the standard ones, `ipam` and `dns`, are read as usual). */
 export interface VethConf {
@@ -81,33 +63,18 @@ export async function add(req: PluginRequest): Promise<Result> {
     foreignPeer: "refuse",
     plugin: NAME,
   });
-  const alloc = await allocate(req);
-  return await withRollback(NAME, async (undo) => {
-    if (alloc.delegated) undo.push("release IPAM", () => releaseDelegated(req));
-    const v4 = firstIpv4(alloc.result);
-    if (!v4) throw new CniError(ErrorCode.PluginFailure, `${NAME}: no IPv4 address to configure`);
-    const mtu = conf.mtu ? conf.mtu : undefined;
-    const hostLink = await createVethPair(host, peer, { netns, mtu, txqueuelen: 0 });
-    undo.push(`delete ${host}`, () => removeHostLink(host));
-    const podLink = await configurePodInterface(netns, {
-      current: peer,
-      ifname: req.ifname,
-      addresses: [`${v4.ip}/32`],
-      routes: [{ dst: `${POD_GATEWAY}/32`, scope: "link" }, { dst: "default", gw: POD_GATEWAY }],
-      neighbours: [{ ip: POD_GATEWAY, lladdr: hostLink.address! }],
+  return await allocateThenAdd(req, NAME, async (alloc, undo) => {
+    const { result: ours } = await attachGatewayVeth(req, undo, {
+      plugin: NAME,
+      host,
+      peer,
+      addresses: alloc.result,
+      mtu: conf.mtu ? conf.mtu : undefined,
+      txqueuelen: 0,
+      routeSrc: conf.routeSrc,
     });
-    await addHostRoute(v4.ip, host, { src: conf.routeSrc, plugin: NAME });
-    const ours: Result = {
-      cniVersion: "1.1.0",
-      interfaces: [
-        { name: host, mac: hostLink.address },
-        { name: req.ifname, mac: podLink.address, sandbox: netns },
-      ],
-      ips: [{ address: `${v4.ip}/32`, gateway: POD_GATEWAY, interface: 1 }],
-      routes: gatewayRoutes(),
-    };
     if (conf.dns) ours.dns = conf.dns;
-    return mergeResult(req.prevResult, ours);
+    return appendResult(req.prevResult, ours);
   });
 }
 
@@ -133,37 +100,17 @@ export async function del(req: PluginRequest): Promise<void> {
 /** CHECK: the pod interface, its /32, the gateway routes and neighbour, the host veth and the host route. */
 export async function check(req: PluginRequest): Promise<void> {
   parseConf(req);
-  const prev = req.prevResult;
-  if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, `${NAME}: CHECK needs prevResult`);
-  const { host } = names(req);
-  const hostIndex = interfaceIndex(prev, host);
-  const hostMac = hostIndex >= 0 ? prev.interfaces?.[hostIndex].mac : undefined;
-  const ip = ipv4Of(prev, { ifname: req.ifname, netns: req.netns });
-  const problems = await verifyAttachment({
-    netns: req.netns,
-    ifname: req.ifname,
-    prevResult: prev,
-    podRoutes: gatewayRoutes(),
-    podNeighbours: [{ ip: POD_GATEWAY, lladdr: hostMac }],
-    hostLinks: [{ name: host, mac: hostMac }],
-    hostRoutes: ip ? [{ ip, dev: host }] : [],
-  });
-  if (hostIndex < 0) problems.push(`prevResult has no host interface ${host}`);
-  if (!ip) problems.push(`prevResult has no IPv4 address for ${req.ifname}`);
-  if (problems.length) {
-    throw new CniError(ErrorCode.PluginFailure, `${NAME}: CHECK failed: ${problems.join("; ")}`);
-  }
-  await forwardToIpam("CHECK", req, { plugin: NAME });
+  await checkGatewayVeth(req, { plugin: NAME, host: names(req).host });
 }
 
 /** STATUS: ready whenever its IPAM is. */
 export async function status(req: PluginRequest): Promise<void> {
-  await forwardToIpam("STATUS", req, { plugin: NAME });
+  await statusThenIpam(req, NAME);
 }
 
 /** GC: galaxy-veth keeps no state of its own; IPAM's reservations are its business. */
 export async function gc(req: PluginRequest): Promise<void> {
-  await forwardToIpam("GC", req, { plugin: NAME });
+  await gcThroughIpam(req, NAME);
 }
 
 /** The galaxy-veth plugin. */

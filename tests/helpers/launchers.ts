@@ -3,7 +3,7 @@
  * code as a real executable under each Galaxy name, the way a runtime execs a plugin.
  * @module
  */
-import { writeLaunchers } from "../../tools/launchers.ts";
+import { writeLaunchers } from "../../cli/launchers.ts";
 
 let binDir: Promise<string> | undefined;
 

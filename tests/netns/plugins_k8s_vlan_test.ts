@@ -12,9 +12,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { batchText } from "../../netops/ip.ts";
-import { planVlanBridge, slaveOps, vlanSetupOps } from "../../cni/plugins/underlay.ts";
+import { planVlanBridge, vlanSetupOps } from "../../cni/plugins/kit/underlay_node.ts";
+import { slaveOps } from "../../cni/plugins/kit/underlay_pod.ts";
 import type { Result } from "../../cni/spec.ts";
+import { batchText } from "../../netops/ip.ts";
 import { kernelTest, type Lab, type Netns, runCommand, withLab } from "../helpers/netns.ts";
 import {
   assertFails,

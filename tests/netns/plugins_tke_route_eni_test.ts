@@ -9,7 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { eniVethName } from "../../cni/plugins/link.ts";
+import { eniVethName } from "../../cni/plugins/kit/names.ts";
 import type { Result } from "../../cni/spec.ts";
 import { writeFakePlugins } from "../helpers/fake_plugins.ts";
 import { kernelTest, type Lab, type Netns, withLab } from "../helpers/netns.ts";

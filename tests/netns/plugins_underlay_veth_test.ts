@@ -9,7 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { findVlanMaster } from "../../cni/plugins/underlay.ts";
+import { findVlanMaster } from "../../cni/plugins/kit/underlay_node.ts";
 import type { Link } from "../../netops/ip.ts";
 import { kernelTest, type Lab, type Netns, runCommand, withLab } from "../helpers/netns.ts";
 import {

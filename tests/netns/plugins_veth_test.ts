@@ -8,10 +8,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { configurePodInterface } from "../../cni/plugins/link.ts";
+import { configurePodInterface } from "../../cni/plugins/kit/pod_interface.ts";
 import type { Result } from "../../cni/spec.ts";
-import { getSysctls } from "../../netops/sysctl.ts";
 import { shutdownNetnsWorkers } from "../../netops/netns.ts";
+import { getSysctls } from "../../netops/sysctl.ts";
 import { readCalls, writeFakePlugins } from "../helpers/fake_plugins.ts";
 import { kernelTest, type Lab, type Netns, withLab } from "../helpers/netns.ts";
 import {

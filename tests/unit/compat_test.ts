@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { unnamedHostLocal } from "../../cni/ipam.ts";
+import { unnamedHostLocal } from "../../cni/plugins/kit/ipam.ts";
 import { ALL_VERSIONS, checkResult, type CniVersion } from "../../cni/spec.ts";
 import { encodeBase64 } from "../../cni/wire.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { compileArgs } from "../../tools/compile.ts";
-import { launcherScript } from "../../tools/launchers.ts";
-import { PERMISSION_FLAGS } from "../../tools/permissions.ts";
+import { launcherScript } from "../../cli/launchers.ts";
+import { PERMISSION_FLAGS } from "../../cli/permissions.ts";
 import { REPO_ROOT } from "../helpers/launchers.ts";
 import { runCommand } from "../helpers/netns.ts";
 

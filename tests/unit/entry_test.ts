@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ALL_VERSIONS } from "../../cni/spec.ts";
-import { EXECUTABLE_NAMES, launcherScript } from "../../tools/launchers.ts";
-import { PERMISSION_FLAGS } from "../../tools/permissions.ts";
+import { EXECUTABLE_NAMES, launcherScript } from "../../cli/launchers.ts";
+import { PERMISSION_FLAGS } from "../../cli/permissions.ts";
 import { launcherDir, REPO_ROOT } from "../helpers/launchers.ts";
 import { runCommand } from "../helpers/netns.ts";
 

@@ -5,6 +5,9 @@ import {
   FlagError,
   globToRegExp,
   MAX_TIMER_MS,
+  NOT_IN_EFFECT,
+  NOT_IN_EFFECT_NOTE,
+  notInEffectWarning,
   parseGoDuration,
   parseServeFlags,
   type ServeFlags,
@@ -543,6 +546,31 @@ Deno.test("flags: splitHostPort", () => {
   assert.throws(() => splitHostPort("host"), /host:port/);
   assert.throws(() => splitHostPort("host:0"), /1-65535/);
 });
+
+Deno.test("flags not in effect yet: --help says so for exactly those flags, and the start-up warning names them", () => {
+  const waiting = new Set(
+    Object.keys(NOT_IN_EFFECT).map((k) => FLAG_TABLE.find((f) => f.name === kebab(k))?.name),
+  );
+  assert.equal(waiting.size, Object.keys(NOT_IN_EFFECT).length);
+  assert.ok(!waiting.has(undefined), "a NOT_IN_EFFECT key is not a flag");
+  const help = serveHelp().split("\n");
+  for (const f of FLAG_TABLE) {
+    const line = help.find((l) => l.includes(`--${f.name} `))!;
+    assert.equal(line.includes(NOT_IN_EFFECT_NOTE), waiting.has(f.name), line);
+  }
+  const warning = notInEffectWarning(
+    parse("--network-policy", "--gc-dirs=/a,/b", "--flannel-gc-interval=5s"),
+  )!;
+  assert.match(warning, /not in effect yet/);
+  for (const name of waiting) assert.ok(warning.includes(`--${name}=`), `${name} missing from: ${warning}`);
+  assert.ok(warning.includes("--network-policy=true"), warning);
+  // --gc-dirs and --flannel-gc-interval took effect with the GC: they are no longer in the list or the warning.
+  assert.ok(!warning.includes("--gc-dirs") && !warning.includes("--flannel-gc-interval"), warning);
+});
+
+function kebab(key: string): string {
+  return key.replace(/Ms$/, "").replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
 
 Deno.test("flags: the upkeep flags: runtime endpoint, grace period, metadata URL", () => {
   const f = parse(

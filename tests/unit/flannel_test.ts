@@ -2,16 +2,14 @@ import assert from "node:assert/strict";
 import {
   buildDelegateConf,
   DEFAULT_DATA_DIR,
-  DEFAULT_SUBNET_FILE,
-  mergeResults,
   negotiateVersion,
   parseFlannelConf,
-  parseSaved,
-  parseSubnetEnv,
-  readSubnetEnv,
-  SAVED_KIND,
+  plugin,
 } from "../../cni/plugins/flannel.ts";
-import { CniError, type CniVersion, type Result } from "../../cni/spec.ts";
+import { parseSaved, SAVED_KIND } from "../../cni/plugins/kit/flannel_saved.ts";
+import { DEFAULT_SUBNET_FILE, parseSubnetEnv, readSubnetEnv } from "../../cni/plugins/kit/flannel_subnet.ts";
+import { handle } from "../../cni/skel.ts";
+import { appendResult, CniError, type CniVersion, type Result } from "../../cni/spec.ts";
 
 const FILE = "/run/test/subnet.env";
 const IPV4_ENV = [
@@ -235,7 +233,7 @@ Deno.test("flannel: the delegate runs at the highest version both sides support"
   );
 });
 
-Deno.test("flannel: a chained ADD appends the delegate's result to prevResult", () => {
+Deno.test("appendResult (flannel): a chained ADD appends the delegate's result to prevResult", () => {
   const prev: Result = {
     cniVersion: "1.1.0",
     interfaces: [{ name: "lo0" }],
@@ -248,7 +246,7 @@ Deno.test("flannel: a chained ADD appends the delegate's result to prevResult", 
     ips: [{ address: "198.18.33.2/24", gateway: "198.18.33.1", interface: 2 }],
     routes: [{ dst: "198.18.32.0/20" }],
   };
-  assert.deepEqual(mergeResults(prev, own), {
+  assert.deepEqual(appendResult(prev, own), {
     cniVersion: "1.1.0",
     interfaces: [{ name: "lo0" }, { name: "cni0" }, { name: "veth1" }, { name: "eth0", sandbox: "/ns" }],
     ips: [
@@ -258,7 +256,7 @@ Deno.test("flannel: a chained ADD appends the delegate's result to prevResult", 
     routes: [{ dst: "198.18.32.0/20" }],
     dns: { nameservers: ["198.18.0.53"] },
   });
-  assert.equal(mergeResults(undefined, own), own);
+  assert.equal(appendResult(undefined, own), own);
 });
 
 Deno.test("flannel: saved files are read as records, upstream bare configurations, or unusable", () => {
@@ -282,4 +280,34 @@ Deno.test("flannel: saved files are read as records, upstream bare configuration
   assert.equal(parseSaved("{trunc").state, "corrupt");
   assert.equal(parseSaved(JSON.stringify({ kind: SAVED_KIND, delegate })).state, "corrupt");
   assert.equal(parseSaved(JSON.stringify({ type: "../evil" })).state, "corrupt");
+});
+
+Deno.test("flannel: GC without cni.dev/valid-attachments is code 7 and removes nothing (it read 'none valid')", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "galaxy-flannel-unit-" });
+  try {
+    const saved = `${dataDir}/c1`;
+    const delegate = { cniVersion: "1.1.0", name: "flnet", type: "bridge" };
+    const record = {
+      kind: SAVED_KIND,
+      containerID: "c1",
+      ifname: "eth0",
+      netns: "",
+      network: "flnet",
+      delegate,
+    };
+    await Deno.writeTextFile(saved, JSON.stringify(record));
+    const config = { cniVersion: "1.1.0", name: "flnet", type: "galaxy-flannel", dataDir };
+    const out = await handle(
+      plugin,
+      { CNI_COMMAND: "GC", CNI_PATH: "/nonexistent" },
+      new TextEncoder().encode(JSON.stringify(config)),
+    );
+    assert.equal(out.exitCode, 1);
+    const err = JSON.parse(out.stdout);
+    assert.equal(err.code, 7, err.msg);
+    assert.match(err.msg, /cni\.dev\/valid-attachments/);
+    assert.equal(await Deno.readTextFile(saved), JSON.stringify(record), "GC touched a saved attachment");
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
 });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { CriClient } from "../../daemon/cri.ts";
 import { GarbageCollector, type GcOptions, MAX_DEL_ATTEMPTS } from "../../daemon/gc.ts";
 import { deadVeths, vethContainerPrefix } from "../../daemon/gc_veths.ts";
-import { eniVethName } from "../../cni/plugins/link.ts";
+import { eniVethName } from "../../cni/plugins/kit/names.ts";
 import { Liveness } from "../../daemon/liveness.ts";
 import { Counters } from "../../daemon/metrics.ts";
 import { type StoredNetwork, writeState } from "../../daemon/state.ts";

@@ -616,6 +616,31 @@ Deno.test("handleCni: GC DELs old state files not in cni.dev/valid-attachments, 
   });
 });
 
+Deno.test("handleCni: a corrupt state file is a CNI error (code 6) naming it, for DEL and CHECK alike", async () => {
+  await withHandler(TWO_NETS, async ({ ctx, record }) => {
+    await Deno.mkdir(ctx.stateDir, { recursive: true });
+    await Deno.writeTextFile(statePath(ctx.stateDir, "ctr-bad"), "{not json");
+    for (const verb of ["DEL", "CHECK"]) {
+      const err = errorOf(await call(ctx, verb, { containerId: "ctr-bad" }));
+      assert.equal(err.code, 6, err.msg);
+      assert.ok(err.msg.includes(statePath(ctx.stateDir, "ctr-bad")), err.msg);
+    }
+    // A stored list that is no list (a hand-edited or foreign file): a CNI error, not a raw ZodError.
+    await writeState(ctx.stateDir, "ctr-list", [{
+      NetworkType: "first",
+      Args: {},
+      Conf: { name: "first", plugins: [{ cniVersion: "1.1.0" }] },
+      IfName: "eth0",
+    }]);
+    const err = errorOf(await call(ctx, "DEL", { containerId: "ctr-list" }));
+    assert.equal(err.code, 100, err.msg);
+    assert.match(err.msg, /network "first": stored configuration: plugins\.0\.type: /);
+    assert.ok(!err.msg.includes("ZodError") && !err.msg.includes('"code"'), err.msg);
+    assert.ok(await readState(ctx.stateDir, "ctr-list"), "the state file of a failed DEL is kept");
+    assert.deepEqual(await readCalls(record), []);
+  });
+});
+
 Deno.test("handleCni: with a pod source, the pod's annotation picks networks and network-status is written", async () => {
   const pods = fakePods({
     "default/p1": {

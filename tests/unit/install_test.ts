@@ -7,7 +7,7 @@ import {
   OLD_CNI_CONF_NAME,
 } from "../../cli/install.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";
-import { EXECUTABLE_NAMES } from "../../tools/launchers.ts";
+import { EXECUTABLE_NAMES } from "../../cli/launchers.ts";
 import { launcherDir } from "../helpers/launchers.ts";
 import { runCommand } from "../helpers/netns.ts";
 

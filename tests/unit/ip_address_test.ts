@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import * as net from "node:net";
-import { isIP, isIPv4, isIPv6 } from "../../netops/ip_address.ts";
+import {
+  cidrContains,
+  formatCidr,
+  isIP,
+  isIPv4,
+  isIPv4Cidr,
+  isIPv6,
+  networkOf,
+  parseCidr,
+} from "../../netops/ip_address.ts";
 
 const SAMPLES = [
   "198.18.0.1",
@@ -39,5 +48,24 @@ Deno.test("ip_address: isIP, isIPv4 and isIPv6 agree with node:net", () => {
     assert.equal(isIPv4(s), net.isIPv4(s), `isIPv4(${JSON.stringify(s)})`);
     assert.equal(isIPv6(s), net.isIPv6(s), `isIPv6(${JSON.stringify(s)})`);
     assert.equal(isIP(s), net.isIP(s), `isIP(${JSON.stringify(s)})`);
+  }
+});
+
+Deno.test("isIPv4Cidr: an IPv4 address (node:net's rule) and a prefix of 0-32", () => {
+  for (const ok of ["198.18.0.3/24", "0.0.0.0/0", "198.18.0.5/32"]) assert.ok(isIPv4Cidr(ok), ok);
+  for (const bad of ["198.18.0.3", "198.18.0.3/33", "198.18.0.3/", "198.018.0.3/24", "fd00::1/64", "/24"]) {
+    assert.ok(!isIPv4Cidr(bad), bad);
+  }
+});
+
+Deno.test("parseCidr / networkOf / formatCidr / cidrContains: both families, canonical text", () => {
+  const v6 = parseCidr("fd00:198:18:21::1/64")!;
+  assert.equal(formatCidr(networkOf(v6)), "fd00:198:18:21::/64");
+  assert.equal(formatCidr(networkOf(parseCidr("198.18.33.1/24")!)), "198.18.33.0/24");
+  assert.ok(cidrContains(parseCidr("198.18.32.0/20")!, parseCidr("198.18.33.0/24")!));
+  assert.ok(!cidrContains(parseCidr("198.18.33.0/24")!, parseCidr("198.18.32.0/20")!));
+  assert.ok(!cidrContains(parseCidr("198.18.32.0/20")!, v6));
+  for (const bad of ["198.18.0.1", "198.18.0.1/33", "fd00::1/129", "fd00:::1/64"]) {
+    assert.equal(parseCidr(bad), undefined, bad);
   }
 });

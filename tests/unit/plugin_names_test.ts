@@ -6,19 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import {
-  cid9,
-  eniVethName,
-  firstIpv4,
-  gatewayRoutes,
-  hostVethName,
-  interfaceIndex,
-  ipv4Of,
-  macFromIp,
-  mergeResult,
-  tempPeerName,
-} from "../../cni/plugins/link.ts";
-import type { Result } from "../../cni/spec.ts";
+import { cid9, eniVethName, hostVethName, macFromIp, tempPeerName } from "../../cni/plugins/kit/names.ts";
+import { gatewayRoutes } from "../../cni/plugins/kit/pod_interface.ts";
+import { firstIpv4, interfaceIndex, ipv4Of } from "../../cni/plugins/kit/results.ts";
+import { appendResult, type Result } from "../../cni/spec.ts";
 import { IfNameError, IpArgumentError } from "../../netops/ip.ts";
 
 const CID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -78,11 +69,11 @@ const OURS: Result = {
   routes: gatewayRoutes(),
 };
 
-Deno.test("mergeResult: without prevResult the result is ours", () => {
-  assert.deepEqual(mergeResult(undefined, OURS), OURS);
+Deno.test("appendResult: without prevResult the result is ours", () => {
+  assert.deepEqual(appendResult(undefined, OURS), OURS);
 });
 
-Deno.test("mergeResult: prevResult first, our interface indexes shifted, dns and extra keys kept", () => {
+Deno.test("appendResult: prevResult first, our interface indexes shifted, dns and extra keys kept", () => {
   const prev = {
     cniVersion: "1.1.0",
     interfaces: [{ name: "net1", sandbox: "/var/run/netns/p" }],
@@ -91,7 +82,7 @@ Deno.test("mergeResult: prevResult first, our interface indexes shifted, dns and
     dns: { nameservers: ["198.18.0.10"] },
     "x-extra": 1,
   } as Result;
-  const merged = mergeResult(prev, OURS);
+  const merged = appendResult(prev, OURS);
   assert.deepEqual(merged.interfaces!.map((i) => i.name), ["net1", "v-habcd", "eth0"]);
   assert.deepEqual(merged.ips, [
     { address: "198.18.9.9/24", interface: 0 },
@@ -100,12 +91,12 @@ Deno.test("mergeResult: prevResult first, our interface indexes shifted, dns and
   assert.deepEqual(merged.routes, [{ dst: "198.18.8.0/24", gw: "198.18.9.1" }, ...gatewayRoutes()]);
   assert.deepEqual(merged.dns, { nameservers: ["198.18.0.10"] });
   assert.equal((merged as Record<string, unknown>)["x-extra"], 1);
-  assert.deepEqual(mergeResult(prev, { ...OURS, dns: { domain: "x" } }).dns, { domain: "x" });
+  assert.deepEqual(appendResult(prev, { ...OURS, dns: { domain: "x" } }).dns, { domain: "x" });
   assert.equal(prev.interfaces!.length, 1, "prevResult was modified");
 });
 
-Deno.test("mergeResult: routes appear once (Galaxy's aliasing bug duplicated the default route)", () => {
-  const merged = mergeResult({ cniVersion: "1.1.0" }, OURS);
+Deno.test("appendResult: routes appear once (Galaxy's aliasing bug duplicated the default route)", () => {
+  const merged = appendResult({ cniVersion: "1.1.0" }, OURS);
   assert.deepEqual(merged.routes, [{ dst: "169.254.1.1/32" }, { dst: "0.0.0.0/0", gw: "169.254.1.1" }]);
 });
 

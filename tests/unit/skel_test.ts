@@ -164,6 +164,14 @@ Deno.test("invalid interface names are rejected with code 4", async () => {
   assert.equal(calls.length, 0);
 });
 
+Deno.test("CNI_IFNAME=eth#1 gives code 4 (not code 7 later, when ip -batch refuses it)", async () => {
+  const { plugin, calls } = fakePlugin();
+  for (const ifname of ["eth#1", "eth%1", 'eth"1']) {
+    expectError(await run(plugin, envFor("ADD", { CNI_IFNAME: ifname }), conf("1.1.0")), 4, /CNI_IFNAME/);
+  }
+  assert.equal(calls.length, 0);
+});
+
 Deno.test("an invalid container ID is rejected with code 4", async () => {
   const { plugin, calls } = fakePlugin();
   for (const id of ["-abc", ".abc", "a b", "a/b", "ctr;1"]) {

@@ -5,7 +5,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { chooseVf, DEFAULT_VF_NUM, parseConf, plugin } from "../../cni/plugins/k8s_sriov.ts";
+import { plugin } from "../../cni/plugins/k8s_sriov.ts";
+import { withFileLock } from "../../cni/plugins/kit/file_lock.ts";
+import { DEFAULT_VF_NUM, parseConf } from "../../cni/plugins/kit/sriov_conf.ts";
 import {
   attachmentFileName,
   DEFAULT_LOCK_DIR,
@@ -14,8 +16,9 @@ import {
   removeAttachment,
   type SriovAttachment,
   writeAttachment,
-} from "../../cni/plugins/sriov_state.ts";
-import { withFileLock } from "../../cni/plugins/file_lock.ts";
+} from "../../cni/plugins/kit/sriov_state.ts";
+import { chooseVf } from "../../cni/plugins/kit/sriov_vf.ts";
+import { handle } from "../../cni/skel.ts";
 import { CniError, ErrorCode } from "../../cni/version.ts";
 import { batchText, IfNameError } from "../../netops/ip.ts";
 import {
@@ -312,6 +315,28 @@ Deno.test("plugin: galaxy-k8s-sriov speaks every version and has every verb", ()
   for (const verb of ["add", "del", "check", "status", "gc"] as const) {
     assert.equal(typeof plugin[verb], "function");
   }
+});
+
+Deno.test("plugin: GC without cni.dev/valid-attachments is code 7 before any record is looked at", async () => {
+  await withTempDir(async (dir) => {
+    const config = {
+      cniVersion: "1.1.0",
+      name: "sriov-net",
+      type: "galaxy-k8s-sriov",
+      device: "ens1f0",
+      lockDir: dir,
+    };
+    const out = await handle(
+      plugin,
+      { CNI_COMMAND: "GC", CNI_PATH: "/nonexistent" },
+      new TextEncoder().encode(JSON.stringify(config)),
+    );
+    assert.equal(out.exitCode, 1);
+    const err = JSON.parse(out.stdout);
+    assert.equal(err.code, 7, err.msg);
+    assert.match(err.msg, /cni\.dev\/valid-attachments/);
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "GC took the lock or touched records");
+  });
 });
 
 // ------------------------------------------------------------------------------------------ records, lock

@@ -6,32 +6,32 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { parseVlanConf } from "../../cni/plugins/kit/underlay_conf.ts";
+import { expectedInterfaces, ownedPodInterfaces } from "../../cni/plugins/kit/underlay_del_check.ts";
 import {
-  addressPlans,
   defaultBridgeOps,
   defaultBridgeRollbackOps,
-  expectedInterfaces,
   findVlanMaster,
-  inSubnet,
   isNoop,
   movableRoute,
-  ownedPodInterfaces,
-  parseVlanConf,
   planDefaultBridge,
   planVlanBridge,
+  randomMac,
+  vlanRollbackOps,
+  vlanSetupOps,
+} from "../../cni/plugins/kit/underlay_node.ts";
+import {
+  addressPlans,
   podInterfaceNames,
   podRoutePlan,
   proxyArpSysctls,
-  randomMac,
   rpFilterOff,
-  slaveOps,
-  slaveTempName,
-  vlanRollbackOps,
-  vlanSetupOps,
-} from "../../cni/plugins/underlay.ts";
+} from "../../cni/plugins/kit/underlay_plan.ts";
+import { slaveOps, slaveTempName } from "../../cni/plugins/kit/underlay_pod.ts";
 import type { PluginRequest } from "../../cni/skel.ts";
 import { CniError, type Result } from "../../cni/version.ts";
 import { type Addr, batchText, type Link, type Route } from "../../netops/ip.ts";
+import { ipv4InSubnet } from "../../netops/ip_address.ts";
 
 const BASE = { up: true, flags: [], mtu: 1500, operstate: "UP" };
 
@@ -202,13 +202,13 @@ Deno.test("podRoutePlan with IPAM routes: all on the first interface, gateway fi
   ]);
 });
 
-Deno.test("inSubnet: IPv4 containment with host bits in the CIDR", () => {
-  assert.ok(inSubnet("198.18.0.1", "198.18.0.5/24"));
-  assert.ok(!inSubnet("198.18.1.1", "198.18.0.5/24"));
-  assert.ok(inSubnet("198.19.255.255", "198.18.0.0/15"));
-  assert.ok(inSubnet("198.18.0.5", "198.18.0.5/32"));
-  assert.ok(inSubnet("1.2.3.4", "0.0.0.0/0"));
-  assert.ok(!inSubnet("2001:db8::1", "198.18.0.0/15"));
+Deno.test("ipv4InSubnet: IPv4 containment with host bits in the CIDR", () => {
+  assert.ok(ipv4InSubnet("198.18.0.1", "198.18.0.5/24"));
+  assert.ok(!ipv4InSubnet("198.18.1.1", "198.18.0.5/24"));
+  assert.ok(ipv4InSubnet("198.19.255.255", "198.18.0.0/15"));
+  assert.ok(ipv4InSubnet("198.18.0.5", "198.18.0.5/32"));
+  assert.ok(ipv4InSubnet("1.2.3.4", "0.0.0.0/0"));
+  assert.ok(!ipv4InSubnet("2001:db8::1", "198.18.0.0/15"));
 });
 
 Deno.test("rpFilterOff / proxyArpSysctls: /proc/sys paths, safe for dotted interface names", () => {

@@ -1,11 +1,60 @@
 /**
  * Where a plugin's addresses come from: `ipinfos` in CNI_ARGS (set by galaxy-ipam through the pod's galaxy args
- * annotation), else the delegated `ipam` plugin of the configuration. Shared by every built-in plugin.
+ * annotation), else the delegated `ipam` plugin of the configuration; releasing them, and forwarding CHECK,
+ * STATUS and GC to that IPAM. Shared by every built-in plugin.
  * @module
  */
-import { confForDelegate, execVerb } from "./invoke.ts";
-import type { PluginRequest } from "./skel.ts";
-import { CniError, ErrorCode, type Result } from "./version.ts";
+import { isIPv4Cidr } from "../../../netops/ip_address.ts";
+import { delegateVerb, getVersionInfo } from "../../invoke.ts";
+import { cniArg } from "../../request.ts";
+import type { PluginRequest } from "../../skel.ts";
+import { asCniError, CniError, ErrorCode, type Result } from "../../version.ts";
+import { logLine } from "./errors.ts";
+
+/** True when the request carries `ipinfos`, so no IPAM plugin was (or will be) involved; lenient for DEL. */
+export function hasIpInfos(req: PluginRequest): boolean {
+  try {
+    return parseIpInfos(req) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** Releases delegated IPAM unless the addresses came from `ipinfos` (nothing was reserved then). */
+export async function releaseDelegated(req: PluginRequest): Promise<void> {
+  if (!hasIpInfos(req)) await release(req);
+}
+
+/**
+ * Forwards CHECK, STATUS or GC to the configuration's IPAM plugin (not when `ipinfos` replaced it). STATUS
+ * and GC only go to an IPAM that lists 1.1.0 in its VERSION answer: older ones (Debian's host-local) do not
+ * know the verbs, so there is nothing to forward and that is logged.
+ */
+export async function forwardToIpam(
+  verb: "CHECK" | "STATUS" | "GC",
+  req: PluginRequest,
+  options: { plugin?: string } = {},
+): Promise<void> {
+  const plugin = options.plugin ?? req.config.type;
+  const ipam = req.config.ipam as { type?: unknown } | undefined;
+  const type = typeof ipam?.type === "string" && ipam.type ? ipam.type : undefined;
+  if (!type || hasIpInfos(req)) return;
+  const label = `ipam ${type}: ${verb}`;
+  if (verb !== "CHECK") {
+    let versions: readonly string[];
+    try {
+      versions = (await getVersionInfo(type, { path: req.path })).supportedVersions;
+    } catch (err) {
+      const e = asCniError(err);
+      throw new CniError(e.code, `${label}: ${e.message}`, e.details);
+    }
+    if (!versions.includes("1.1.0")) {
+      logLine(plugin, `ipam ${type} does not support CNI 1.1.0, so ${verb} is not forwarded to it`);
+      return;
+    }
+  }
+  await delegateIpam(verb, req, label);
+}
 
 /** One address handed out by galaxy-ipam (`constant.IPInfo`). */
 export interface IpInfo {
@@ -25,24 +74,13 @@ export interface Allocation {
   vlans: number[];
   /** True when the addresses came from the delegated IPAM plugin, which DEL must release. */
   delegated: boolean;
-}
-
-const CIDR4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
-
-/** True when `cidr` is an IPv4 address with a prefix length. */
-export function isIpv4Cidr(cidr: string): boolean {
-  const m = CIDR4.exec(cidr);
-  return !!m && m.slice(1, 5).every((o) => Number(o) <= 255) && Number(m[5]) <= 32;
-}
-
-/** The value of one CNI_ARGS key, `undefined` when absent. */
-export function cniArg(req: Pick<PluginRequest, "args">, key: string): string | undefined {
-  return req.args.find(([k]) => k.trim() === key)?.[1];
+  /** Gives the addresses back (the delegated IPAM's DEL); nothing to do for `ipinfos`. */
+  release(): Promise<void>;
 }
 
 /** Parses `ipinfos` from CNI_ARGS; `undefined` when absent or empty, a CniError (code 7) when malformed. */
 export function parseIpInfos(req: Pick<PluginRequest, "args">): IpInfo[] | undefined {
-  const raw = cniArg(req, "ipinfos")?.trim();
+  const raw = cniArg(req.args, "ipinfos")?.trim();
   if (!raw) return undefined;
   let parsed: unknown;
   try {
@@ -58,7 +96,7 @@ export function parseIpInfos(req: Pick<PluginRequest, "args">): IpInfo[] | undef
   }
   return parsed.map((entry, i) => {
     const e = entry as Record<string, unknown>;
-    if (typeof e?.ip !== "string" || !isIpv4Cidr(e.ip)) {
+    if (typeof e?.ip !== "string" || !isIPv4Cidr(e.ip)) {
       throw new CniError(
         ErrorCode.InvalidNetworkConfig,
         `CNI_ARGS ipinfos[${i}].ip must be an IPv4 CIDR, got ${JSON.stringify(e?.ip)}`,
@@ -85,20 +123,27 @@ function ipamType(req: PluginRequest): string | undefined {
   return typeof ipam?.type === "string" && ipam.type ? ipam.type : undefined;
 }
 
-/** Runs one verb of the configuration's IPAM plugin with the plugin's own stdin and environment. */
+/**
+ * Runs one verb of the configuration's IPAM plugin with the plugin's own stdin and environment; a failure
+ * keeps its code and is prefixed with `label` (default `ipam <type>`).
+ */
 export async function delegateIpam(
   verb: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC",
   req: PluginRequest,
+  label?: string,
 ): Promise<Result | undefined> {
   const type = ipamType(req);
   if (!type) return undefined;
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.env)) if (!k.startsWith("CNI_")) env[k] = v;
   const rt = { containerId: req.containerId, netns: req.netns, ifname: req.ifname, args: req.args };
-  const options = { path: req.path, env, pluginType: type };
   // Debian's IPAM plugins stop at 1.0.0: a 1.1.0 configuration is handed to them at the version they speak.
   const conf = type === "host-local" ? unnamedHostLocal(req.config) : req.config;
-  return await execVerb(verb, await confForDelegate(conf, options), rt, options);
+  return await delegateVerb(verb, conf, rt, {
+    path: req.path,
+    env: req.env,
+    pluginType: type,
+    negotiate: true,
+    label: label ?? `ipam ${type}`,
+  });
 }
 
 /** host-local's folder when `ipam.dataDir` is not set. */
@@ -132,6 +177,7 @@ export async function allocate(req: PluginRequest): Promise<Allocation> {
   if (infos) {
     return {
       delegated: false,
+      release: () => Promise.resolve(),
       vlans: infos.map((i) => i.vlan),
       result: {
         cniVersion: "1.1.0",
@@ -151,25 +197,44 @@ export async function allocate(req: PluginRequest): Promise<Allocation> {
     result = await delegateIpam("ADD", req);
   } catch (e) {
     await delegateIpam("DEL", req).catch(() => {});
-    const err = e instanceof CniError ? e : new CniError(ErrorCode.PluginFailure, String(e));
-    throw new CniError(err.code, `ipam ${type}: ${err.message}`, err.details);
+    throw e;
   }
-  const v4 = (result?.ips ?? []).filter((ip) => isIpv4Cidr(ip.address));
+  const v4 = (result?.ips ?? []).filter((ip) => isIPv4Cidr(ip.address));
   if (!result || v4.length === 0) {
     await delegateIpam("DEL", req).catch(() => {});
     throw new CniError(ErrorCode.PluginFailure, `ipam ${type} returned no IPv4 address`);
   }
-  return { delegated: true, vlans: v4.map(() => 0), result: { ...result, ips: v4 } };
+  return {
+    delegated: true,
+    release: async () => void await delegateIpam("DEL", req),
+    vlans: v4.map(() => 0),
+    result: { ...result, ips: v4 },
+  };
 }
 
 /** Releases delegated IPAM for a DEL; with no `ipam.type` there is nothing to release. */
 export async function release(req: PluginRequest): Promise<void> {
-  const type = ipamType(req);
-  if (!type) return;
+  await delegateIpam("DEL", req);
+}
+
+/**
+ * STATUS of a plugin: not available (code 50, with the reason) while `ready` throws; then whatever the IPAM
+ * plugin says.
+ */
+export async function statusThenIpam(
+  req: PluginRequest,
+  plugin: string,
+  ready?: () => Promise<unknown>,
+): Promise<void> {
   try {
-    await delegateIpam("DEL", req);
-  } catch (e) {
-    const err = e instanceof CniError ? e : new CniError(ErrorCode.PluginFailure, String(e));
-    throw new CniError(err.code, `ipam ${type}: ${err.message}`, err.details);
+    await ready?.();
+  } catch (err) {
+    throw new CniError(ErrorCode.NotAvailable, asCniError(err).message);
   }
+  await forwardToIpam("STATUS", req, { plugin });
+}
+
+/** GC of a plugin whose only state beyond what DEL removes is IPAM's: forwarded to IPAM. */
+export async function gcThroughIpam(req: PluginRequest, plugin: string): Promise<void> {
+  await forwardToIpam("GC", req, { plugin });
 }

@@ -3,7 +3,7 @@
  * run once per pod, and loading zod would cost ~30 ms each time.
  * @module
  */
-import { CniError, type Dns, ErrorCode } from "../version.ts";
+import { CniError, type Dns, ErrorCode } from "../../version.ts";
 
 function invalid(plugin: string, key: string, expected: string, value: unknown): CniError {
   return new CniError(

@@ -8,7 +8,8 @@
  * per attachment (`@` cannot occur in a container ID, so the name is unambiguous).
  * @module
  */
-import { CniError, ErrorCode } from "../version.ts";
+import { writeFileAtomic } from "../../../netops/fs_atomic.ts";
+import { CniError, ErrorCode } from "../../version.ts";
 
 /** Where the lock and the records live unless the configuration's `lockDir` says otherwise. */
 export const DEFAULT_LOCK_DIR = "/var/lib/cni/galaxy/sriov";
@@ -135,19 +136,8 @@ export async function listAttachments(
 
 /** Writes an attachment's record atomically: a temporary file, fsync, then rename over the record. */
 export async function writeAttachment(lockDir: string, att: SriovAttachment): Promise<void> {
-  await Deno.mkdir(lockDir, { recursive: true, mode: 0o700 });
   const path = `${lockDir}/${attachmentFileName(att.containerId, att.ifname)}`;
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-  try {
-    const data = new TextEncoder().encode(JSON.stringify(att, null, 2) + "\n");
-    let written = 0;
-    while (written < data.length) written += await file.write(data.subarray(written));
-    await file.syncData();
-  } finally {
-    file.close();
-  }
-  await Deno.rename(tmp, path);
+  await writeFileAtomic(path, JSON.stringify(att, null, 2) + "\n");
 }
 
 /** Removes an attachment's record; a missing one is fine. */

@@ -9,6 +9,10 @@
  * {@linkcode vlanSetupOps}) and undone by their mirror images ({@linkcode defaultBridgeRollbackOps},
  * {@linkcode vlanRollbackOps}); tests check that text where the kernel lacks a link type. Re-exported by
  * underlay.ts, which is what the plugins import.
+ *
+ * Its length: the node's default bridge and its VLAN bridges are one concept (plan, batch, rollback, each
+ * kept pure and testable apart from the one kernel step), and splitting the planners from their rollbacks would
+ * separate what must change together.
  * @module
  */
 import {
@@ -32,15 +36,13 @@ import {
   runBatch,
   type Scope,
   validateIfName,
-} from "../../netops/ip.ts";
-import { CniError, ErrorCode } from "../version.ts";
-import { kernelError, logLine } from "./link.ts";
+} from "../../../netops/ip.ts";
+import { CniError, ErrorCode } from "../../version.ts";
+import { kernelError, logLine } from "./errors.ts";
 
 function isDefault(dst: string): boolean {
   return dst === "0.0.0.0/0" || dst === "default";
 }
-
-// -------------------------------------------------------------------------------------------- default bridge
 
 /** What the kernel shows, for {@linkcode planDefaultBridge}. */
 export interface DefaultBridgeState {
@@ -249,8 +251,6 @@ export async function setupDefaultBridge(
   );
   return plan;
 }
-
-// ---------------------------------------------------------------------------------------------- VLANs
 
 /** Options for {@linkcode planVlanBridge}. */
 export interface VlanBridgeOptions {

@@ -3,7 +3,7 @@
  * dies, so a crashed plugin never leaves a stale lock behind.
  * @module
  */
-import { CniError, ErrorCode } from "../version.ts";
+import { CniError, ErrorCode } from "../../version.ts";
 
 /** How long a plugin waits for the lock before failing with "try again later" (code 11). */
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
