@@ -32,6 +32,15 @@ import { startServer } from "./server.ts";
 import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 import { Iptables } from "../netops/iptables.ts";
 import { PortMapper } from "./portmap.ts";
+import { type AuditContext, auditMetrics, type AuditReport, runAudit } from "./audit.ts";
+import { FailureReporter } from "./failure.ts";
+import { planPod } from "./plan.ts";
+import { DEFAULT_LOCK_DIR } from "../cni/plugins/kit/sriov_state.ts";
+import type { CriClient } from "./cri.ts";
+import type { GalaxyConfig } from "./config.ts";
+
+/** How often the daemon audits the node by itself, for the `galaxy_audit_*` metrics (report only). */
+const AUDIT_INTERVAL_MS = 5 * 60_000;
 
 /** How long the start-up port-mapping restore waits for the pod cache before it trusts the port files alone. */
 const RESTORE_SYNC_WAIT_MS = 10_000;
@@ -75,6 +84,8 @@ export async function main(args: string[]): Promise<number> {
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
   let portmap: PortMapper | undefined;
+  let iptables: Iptables | undefined;
+  const metrics = new CniMetrics();
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
     for (const warning of unnamedNetworkWarnings(config)) log.warn(warning);
@@ -90,7 +101,7 @@ export async function main(args: string[]): Promise<number> {
         getLog("k8s"),
       );
     }
-    const iptables = await Iptables.open({ backend: flags.iptablesBackend });
+    iptables = await Iptables.open({ backend: flags.iptablesBackend });
     log.info(`iptables backend: ${iptables.backend} (${iptables.commands.restore}; ${iptables.reason})`);
     portmap = new PortMapper({
       portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
@@ -119,6 +130,8 @@ export async function main(args: string[]): Promise<number> {
       log: getLog("cni"),
       pluginEnv: Deno.env.toObject(),
       gcGraceMs: flags.gcGracePeriodMs,
+      pluginMetrics: metrics,
+      failures: pods ? new FailureReporter(pods, getLog("cni")) : undefined,
     };
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
@@ -132,7 +145,27 @@ export async function main(args: string[]): Promise<number> {
 
   let stopping = false;
   ctx.shuttingDown = () => stopping;
-  const metrics = new CniMetrics();
+  let lastAudit: AuditReport | undefined;
+  const auditContext = async (): Promise<AuditContext> => ({
+    stateDir: flags.stateDir,
+    ipDirs: flags.flannelAllocatedIpDir,
+    graceMs: flags.gcGracePeriodMs,
+    cri: await upkeep.cri,
+    pods,
+    iptables,
+    portmap,
+    portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
+    sriovDirs: sriovRecordDirs(ctx.config),
+    isBusy: isContainerBusy,
+    busyContainers,
+    withLock: withContainerLock,
+    releaseState: (id) => releaseFromState(ctx, id),
+  });
+  const audit = async (fix: boolean) => lastAudit = await runAudit(await auditContext(), { fix });
+  const auditTimer = setInterval(() => {
+    audit(false).catch((e) => log.warn(`audit: ${(e as Error).message}`));
+  }, AUDIT_INTERVAL_MS);
+  Deno.unrefTimer(auditTimer);
   const server = startServer({
     cni: async (body) => {
       const started = performance.now();
@@ -142,10 +175,16 @@ export async function main(args: string[]): Promise<number> {
       return reply;
     },
     notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
+    plan: (namespace, name, ifname) => planPod(ctx, namespace, name, ifname),
+    audit,
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress
-    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), { load: () => server.load(), counters })
+    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), {
+      load: () => server.load(),
+      counters,
+      extra: () => auditMetrics(lastAudit),
+    })
     : undefined;
   if (metricsServer) log.info(`metrics on http://${flags.metricsAddress}/metrics`);
 
@@ -158,7 +197,9 @@ export async function main(args: string[]): Promise<number> {
   stopping = true;
   log.info(`${signal}: finishing in-flight requests (up to ${SHUTDOWN_GRACE_MS / 1000} s)`);
   await server.shutdown(SHUTDOWN_GRACE_MS);
+  clearInterval(auditTimer);
   await upkeep.stop();
+  await ctx.failures?.idle();
   await metricsServer?.shutdown();
   await portmap?.close();
   await pods?.close();
@@ -174,7 +215,7 @@ function startUpkeep(
   ctx: HandlerContext,
   pods: KubePodSource | undefined,
   counters: Counters,
-): { stop(): Promise<void> } {
+): { stop(): Promise<void>; cri: Promise<CriClient | undefined> } {
   const kernel = new KernelKeeper(flags, getLog("kernel"), { counters });
   kernel.start();
   const eni = flags.routeEni
@@ -224,10 +265,22 @@ function startUpkeep(
     return undefined;
   });
   return {
+    cri: gcStarted.then((s) => s?.cri),
     async stop() {
       const started = await gcStarted;
       await Promise.all([started?.gc.stop(), kernel.stop(), eni?.stop()]);
       started?.cri.close();
     },
   };
+}
+
+/** Where galaxy-k8s-sriov keeps its VF records for the networks of galaxy.json (read by the audit). */
+function sriovRecordDirs(config: GalaxyConfig): string[] {
+  const dirs = new Set<string>();
+  for (const conf of config.networks.values()) {
+    const c = conf as Record<string, unknown>;
+    if (c.type !== "galaxy-k8s-sriov") continue;
+    dirs.add(typeof c.lockDir === "string" && c.lockDir ? c.lockDir : DEFAULT_LOCK_DIR);
+  }
+  return [...dirs];
 }

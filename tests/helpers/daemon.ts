@@ -106,6 +106,8 @@ export interface FakeApiserver {
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
   >;
+  /** The Events it stores (created, then merge-patched). */
+  events(): Promise<Record<string, unknown>[]>;
   /** The process. */
   process: Started;
 }
@@ -166,6 +168,7 @@ current-context: fake
     putPod: (pod) => call("PUT", "/pods", pod),
     deletePod: (namespace, name) => call("DELETE", `/pods/${namespace}/${name}`),
     patches: () => call("GET", "/patches"),
+    events: () => call("GET", "/events"),
   };
 }
 

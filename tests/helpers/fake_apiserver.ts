@@ -1,10 +1,11 @@
 /**
  * A fake Kubernetes apiserver for e2e tests, run as its own process inside a test's node namespace so that the
  * daemon reaches it on that namespace's loopback. It speaks real HTTP to the real client-node: pod list and
- * watch (with `fieldSelector=spec.nodeName=...`), GET and merge PATCH of a pod.
+ * watch (with `fieldSelector=spec.nodeName=...`), GET and merge PATCH of a pod (a `null` annotation removes it),
+ * and Events (POST, merge PATCH).
  *
  * The test controls it through a unix socket (reachable from any namespace): `PUT /pods` stores a pod,
- * `DELETE /pods/<ns>/<name>` removes one, `GET /patches` lists the PATCH bodies received, `GET /requests` the
+ * `DELETE /pods/<ns>/<name>` removes one, `GET /patches` lists the PATCH bodies received, `GET /events` the Events as stored, `GET /requests` the
  * request lines. Usage: `fake_apiserver.ts <control-socket> <port-file>`; the TCP port is written to the file.
  * @module
  */
@@ -25,6 +26,7 @@ const [controlSocket, portFile] = Deno.args;
 const pods = new Map<string, Pod>();
 const patches: { namespace: string; name: string; body: unknown }[] = [];
 const requests: string[] = [];
+const events = new Map<string, Record<string, unknown>>();
 const watchers = new Set<{ node?: string; push: (line: string) => void }>();
 let resourceVersion = 1;
 const encoder = new TextEncoder();
@@ -110,10 +112,31 @@ async function apiserver(req: Request): Promise<Response> {
     if (req.method === "PATCH") {
       const body = await req.json();
       patches.push({ namespace, name, body });
-      const annotations = body?.metadata?.annotations ?? {};
-      pod.metadata.annotations = { ...(pod.metadata.annotations ?? {}), ...annotations };
+      const annotations: Record<string, string | null> = body?.metadata?.annotations ?? {};
+      const merged: Record<string, string> = { ...(pod.metadata.annotations ?? {}) };
+      for (const [k, v] of Object.entries(annotations)) {
+        if (v === null) delete merged[k];
+        else merged[k] = v;
+      }
+      pod.metadata.annotations = merged;
       return json(200, store(pod));
     }
+  }
+  const ev = /^\/api\/v1\/namespaces\/([^/]+)\/events(?:\/([^/]+))?$/.exec(url.pathname);
+  if (ev && req.method === "POST" && !ev[2]) {
+    const body = await req.json();
+    const key = `${ev[1]}/${body?.metadata?.name}`;
+    if (events.has(key)) {
+      return json(409, { kind: "Status", status: "Failure", reason: "AlreadyExists", code: 409 });
+    }
+    events.set(key, body);
+    return json(201, body);
+  }
+  if (ev && req.method === "PATCH" && ev[2]) {
+    const stored = events.get(`${ev[1]}/${ev[2]}`);
+    if (!stored) return notFound(ev[2]);
+    Object.assign(stored, await req.json());
+    return json(200, stored);
   }
   return json(404, { kind: "Status", status: "Failure", message: `no route ${url.pathname}`, code: 404 });
 }
@@ -132,6 +155,7 @@ async function control(req: Request): Promise<Response> {
   }
   if (url.pathname === "/patches") return json(200, patches);
   if (url.pathname === "/requests") return json(200, requests);
+  if (url.pathname === "/events") return json(200, [...events.values()]);
   return json(404, {});
 }
 

@@ -379,9 +379,16 @@ Deno.test("deploy: RBAC grants only what daemon/k8s.ts calls, to the DaemonSet's
         (rule.resources as string[]).flatMap((r) => (rule.verbs as string[]).map((v) => `${g}/${r}:${v}`))
       );
     });
-  // The pod cache (list + watch with fieldSelector spec.nodeName), the GET fallback, the network-status
-  // annotation's merge patch.
-  const required = ["/pods:get", "/pods:list", "/pods:watch", "/pods:patch"];
+  // The pod cache (list + watch with fieldSelector spec.nodeName), the GET fallback, the network-status and
+  // network-failure annotations' merge patches, a failed ADD's Event (created, its count patched).
+  const required = [
+    "/pods:get",
+    "/pods:list",
+    "/pods:watch",
+    "/pods:patch",
+    "/events:create",
+    "/events:patch",
+  ];
   // Only with --network-policy (a later issue): namespaces and networkpolicies are watched.
   const policy = [
     "/namespaces:list",
