@@ -28,15 +28,18 @@ export function isStandalone(flags: ApiserverFlags, env: Record<string, string |
   return !flags.master && !flags.kubeconfig && !env.KUBERNETES_SERVICE_HOST;
 }
 
-type ClientNode = typeof import("@kubernetes/client-node");
+/** The client-node module. */
+export type ClientNode = typeof import("@kubernetes/client-node");
 
-async function loadClientNode(): Promise<ClientNode> {
+/** Loads @kubernetes/client-node (by dynamic import: only the daemon pays for it). */
+export async function loadClientNode(): Promise<ClientNode> {
   // client-node pulls in punycode through node-fetch; silence its deprecation warning before it loads.
   (process as unknown as { noDeprecation: boolean }).noDeprecation = true;
   return await import("@kubernetes/client-node");
 }
 
-function kubeConfig(k8s: ClientNode, flags: ApiserverFlags): KubeConfig {
+/** The KubeConfig of `--kubeconfig` / `--master` / in-cluster. */
+export function kubeConfig(k8s: ClientNode, flags: ApiserverFlags): KubeConfig {
   const kc = new k8s.KubeConfig();
   if (flags.kubeconfig) {
     kc.loadFromFile(flags.kubeconfig);

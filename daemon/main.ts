@@ -25,9 +25,10 @@ import {
   withContainerLock,
 } from "./handler.ts";
 import { KernelKeeper } from "./kernel.ts";
-import { isStandalone, KubePodSource } from "./k8s.ts";
+import { isStandalone, kubeConfig, KubePodSource, loadClientNode } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
-import { CniMetrics, Counters, describeExchange, serveMetrics } from "./metrics.ts";
+import { CniMetrics, Counters, describeExchange, renderPolicyMetrics, serveMetrics } from "./metrics.ts";
+import type { NetworkPolicyHandle } from "./policy/mod.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 import { Iptables } from "../netops/iptables.ts";
@@ -51,6 +52,44 @@ const SHUTDOWN_GRACE_MS = 20_000;
 /** The node name: `--hostname-override`, else `MY_NODE_NAME`, else the hostname; trimmed and lower-cased. */
 export function nodeName(flags: Pick<ServeFlags, "hostnameOverride">): string {
   return (flags.hostnameOverride || Deno.env.get("MY_NODE_NAME") || Deno.hostname()).trim().toLowerCase();
+}
+
+/**
+ * `--network-policy`: starts enforcement (it needs the apiserver). Without the flag, removes whatever `GLX-`
+ * chains and sets a previous run (ours or Go Galaxy's) left, best effort: a node without iptables or ipset
+ * has nothing to remove.
+ */
+async function startPolicy(
+  flags: ServeFlags,
+  options: { node: string; haveApiserver: boolean; iptables: Iptables },
+): Promise<NetworkPolicyHandle | undefined> {
+  const log = getLog("policy");
+  const { removePolicyState, startNetworkPolicy } = await import("./policy/mod.ts");
+  if (!flags.networkPolicy) {
+    try {
+      const removed = await removePolicyState(options.iptables);
+      if (removed.chainsDeleted || removed.setsDestroyed) {
+        log.info(
+          `--network-policy is off: removed ${removed.chainsDeleted} GLX- chains and ${removed.setsDestroyed} sets`,
+        );
+      }
+    } catch (e) {
+      log.v(2, `--network-policy is off; no policy state removed: ${(e as Error).message}`);
+    }
+    return undefined;
+  }
+  if (!options.haveApiserver) {
+    log.warn("--network-policy needs the apiserver: not enforced in standalone mode");
+    return undefined;
+  }
+  const k8s = await loadClientNode();
+  const handle = await startNetworkPolicy(k8s, kubeConfig(k8s, flags), {
+    node: options.node,
+    log,
+    iptables: options.iptables,
+  });
+  log.info("network policy: enforcing; the rules in force stay until the first sync after the watches list");
+  return handle;
 }
 
 /** Runs the daemon until a signal stops it; returns the exit code. */
@@ -83,6 +122,7 @@ export async function main(args: string[]): Promise<number> {
 
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
+  let policy: NetworkPolicyHandle | undefined;
   let portmap: PortMapper | undefined;
   let iptables: Iptables | undefined;
   const metrics = new CniMetrics();
@@ -120,13 +160,15 @@ export async function main(args: string[]): Promise<number> {
       return nodePods;
     }).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
     portmap.startPeriodic();
+    policy = await startPolicy(flags, { node, haveApiserver: pods !== undefined, iptables });
     ctx = {
       portmap,
       config,
       confDir: flags.networkConfDir,
       cniPaths: flags.cniPaths,
       stateDir: flags.stateDir,
-      pods,
+      // With policy on, a new pod's ADD returns once its rules are in the kernel.
+      pods: pods && policy ? policy.podSource(pods) : pods,
       log: getLog("cni"),
       pluginEnv: Deno.env.toObject(),
       gcGraceMs: flags.gcGracePeriodMs,
@@ -135,6 +177,7 @@ export async function main(args: string[]): Promise<number> {
     };
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
+    await policy?.close();
     await portmap?.close();
     await pods?.close();
     return 1;
@@ -183,7 +226,7 @@ export async function main(args: string[]): Promise<number> {
     ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), {
       load: () => server.load(),
       counters,
-      extra: () => auditMetrics(lastAudit),
+      extra: () => auditMetrics(lastAudit) + (policy ? renderPolicyMetrics(policy.engine.counters) : ""),
     })
     : undefined;
   if (metricsServer) log.info(`metrics on http://${flags.metricsAddress}/metrics`);
@@ -201,6 +244,7 @@ export async function main(args: string[]): Promise<number> {
   await upkeep.stop();
   await ctx.failures?.idle();
   await metricsServer?.shutdown();
+  await policy?.close();
   await portmap?.close();
   await pods?.close();
   // The setns workers end with the daemon rather than with Deno.exit, so none is killed in the middle of a step.

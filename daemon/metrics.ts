@@ -156,6 +156,67 @@ export function describeExchange(
   return { verb, code };
 }
 
+/** The network policy engine's counters, as `PolicyEngine.counters` holds them. */
+export interface PolicyMetricValues {
+  /** Full compiles applied. */
+  fullSyncs: number;
+  /** Pod events applied incrementally. */
+  incrementalSyncs: number;
+  /** Compiles or applies that failed (the last good state stayed). */
+  errors: number;
+  /** Seconds of the last full compile + apply. */
+  lastFullSeconds: number;
+  /** Seconds of the last incremental apply. */
+  lastIncrementalSeconds: number;
+  /** Chains in force. */
+  chains: number;
+  /** Sets in force. */
+  sets: number;
+}
+
+/** The Prometheus text of the network policy counters (`--network-policy`). */
+export function renderPolicyMetrics(c: PolicyMetricValues): string {
+  const metric = (
+    name: string,
+    type: string,
+    help: string,
+    value: number,
+  ) => [
+    `# HELP galaxy_network_policy_${name} ${help}`,
+    `# TYPE galaxy_network_policy_${name} ${type}`,
+    `galaxy_network_policy_${name} ${value}`,
+  ];
+  return [
+    ...metric("full_syncs_total", "counter", "Full compiles applied to the kernel.", c.fullSyncs),
+    ...metric(
+      "incremental_syncs_total",
+      "counter",
+      "Pod events applied member by member.",
+      c.incrementalSyncs,
+    ),
+    ...metric(
+      "sync_errors_total",
+      "counter",
+      "Compiles or applies that failed; the last good state stayed.",
+      c.errors,
+    ),
+    ...metric(
+      "last_full_sync_seconds",
+      "gauge",
+      "Duration of the last full compile and apply.",
+      c.lastFullSeconds,
+    ),
+    ...metric(
+      "last_incremental_sync_seconds",
+      "gauge",
+      "Duration of the last incremental apply.",
+      c.lastIncrementalSeconds,
+    ),
+    ...metric("chains", "gauge", "GLX- chains in force.", c.chains),
+    ...metric("sets", "gauge", "GLX- ipsets in force.", c.sets),
+  ].join("\n") + "\n";
+}
+
 /** Serves `/metrics` on `hostname:port` until the returned server is shut down. */
 export function serveMetrics(
   metrics: CniMetrics,

@@ -4,9 +4,13 @@
  * watch (with `fieldSelector=spec.nodeName=...`), GET and merge PATCH of a pod (a `null` annotation removes it),
  * and Events (POST, merge PATCH).
  *
+ * Also list and watch of namespaces and networkpolicies (for `--network-policy`).
+ *
  * The test controls it through a unix socket (reachable from any namespace): `PUT /pods` stores a pod,
- * `DELETE /pods/<ns>/<name>` removes one, `GET /patches` lists the PATCH bodies received, `GET /events` the Events as stored, `GET /requests` the
- * request lines. Usage: `fake_apiserver.ts <control-socket> <port-file>`; the TCP port is written to the file.
+ * `DELETE /pods/<ns>/<name>` removes one, `PUT /objects/<kind>` and `DELETE /objects/<kind>/<ns>/<name>`
+ * (`-` for no namespace) do the same for `namespaces` and `networkpolicies`, `GET /patches` lists the PATCH
+ * bodies received, `GET /events` the Events as stored, `GET /requests` the request lines. Usage:
+ * `fake_apiserver.ts <control-socket> <port-file>`; the TCP port is written to the file.
  * @module
  */
 
@@ -27,7 +31,16 @@ const pods = new Map<string, Pod>();
 const patches: { namespace: string; name: string; body: unknown }[] = [];
 const requests: string[] = [];
 const events = new Map<string, Record<string, unknown>>();
-const watchers = new Set<{ node?: string; push: (line: string) => void }>();
+const watchers = new Set<{ node?: string; kind: string; push: (line: string) => void }>();
+/** Other kinds, by kind then `namespace/name`. */
+const objects = new Map<string, Map<string, Pod>>([["namespaces", new Map()], [
+  "networkpolicies",
+  new Map(),
+]]);
+const KIND_PATHS: Record<string, string> = {
+  "/api/v1/namespaces": "namespaces",
+  "/apis/networking.k8s.io/v1/networkpolicies": "networkpolicies",
+};
 let resourceVersion = 1;
 const encoder = new TextEncoder();
 
@@ -36,10 +49,21 @@ function nodeOf(url: URL): string | undefined {
   return /spec\.nodeName=([^,]+)/.exec(selector)?.[1];
 }
 
-function notify(type: string, pod: Pod): void {
+function notify(type: string, pod: Pod, kind = "pods"): void {
   for (const w of watchers) {
+    if (w.kind !== kind) continue;
     if (!w.node || pod.spec?.nodeName === w.node) w.push(JSON.stringify({ type, object: pod }) + "\n");
   }
+}
+
+function storeObject(kind: string, obj: Pod): Pod {
+  obj.metadata.resourceVersion = String(++resourceVersion);
+  obj.metadata.uid ??= crypto.randomUUID();
+  const key = `${obj.metadata.namespace ?? ""}/${obj.metadata.name}`;
+  const existed = objects.get(kind)!.has(key);
+  objects.get(kind)!.set(key, obj);
+  notify(existed ? "MODIFIED" : "ADDED", obj, kind);
+  return obj;
 }
 
 function json(status: number, body: unknown): Response {
@@ -67,11 +91,11 @@ function store(pod: Pod): Pod {
   return pod;
 }
 
-function watch(url: URL, signal: AbortSignal): Response {
-  let watcher: { node?: string; push: (line: string) => void };
+function watch(url: URL, signal: AbortSignal, kind = "pods"): Response {
+  let watcher: { node?: string; kind: string; push: (line: string) => void };
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
-      watcher = { node: nodeOf(url), push: (line) => controller.enqueue(encoder.encode(line)) };
+      watcher = { node: nodeOf(url), kind, push: (line) => controller.enqueue(encoder.encode(line)) };
       watchers.add(watcher);
       signal.addEventListener("abort", () => {
         watchers.delete(watcher);
@@ -101,6 +125,16 @@ async function apiserver(req: Request): Promise<Response> {
       apiVersion: "v1",
       metadata: { resourceVersion: String(resourceVersion) },
       items,
+    });
+  }
+  const kind = KIND_PATHS[url.pathname];
+  if (kind && req.method === "GET") {
+    if (url.searchParams.get("watch") === "true") return watch(url, req.signal, kind);
+    return json(200, {
+      kind: "List",
+      apiVersion: "v1",
+      metadata: { resourceVersion: String(resourceVersion) },
+      items: [...objects.get(kind)!.values()],
     });
   }
   const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname);
@@ -150,6 +184,20 @@ async function control(req: Request): Promise<Response> {
     if (pod) {
       pods.delete(`${m[1]}/${m[2]}`);
       notify("DELETED", pod);
+    }
+    return json(200, {});
+  }
+  const put = /^\/objects\/([a-z]+)$/.exec(url.pathname);
+  if (put && req.method === "PUT" && objects.has(put[1])) {
+    return json(200, storeObject(put[1], await req.json()));
+  }
+  const del = /^\/objects\/([a-z]+)\/([^/]+)\/([^/]+)$/.exec(url.pathname);
+  if (del && req.method === "DELETE" && objects.has(del[1])) {
+    const key = `${del[2] === "-" ? "" : del[2]}/${del[3]}`;
+    const obj = objects.get(del[1])!.get(key);
+    if (obj) {
+      objects.get(del[1])!.delete(key);
+      notify("DELETED", obj, del[1]);
     }
     return json(200, {});
   }
