@@ -5,7 +5,7 @@
  * @module
  */
 import { versionLine } from "../cli/version.ts";
-import { loadGalaxyConfig } from "./config.ts";
+import { loadGalaxyConfig, unnamedNetworkWarnings } from "./config.ts";
 import {
   FlagError,
   notInEffectWarning,
@@ -138,6 +138,7 @@ export async function main(args: string[]): Promise<number> {
   const metrics = new CniMetrics();
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
+    for (const warning of unnamedNetworkWarnings(config)) log.warn(warning);
     const node = nodeName(flags);
     if (isStandalone(flags, Deno.env.toObject())) {
       log.info(
