@@ -14,6 +14,7 @@ import {
   asCniError,
   CniError,
   type CniVersion,
+  configVersion,
   convertResult,
   ErrorCode,
   highestVersion,
@@ -66,6 +67,26 @@ export interface InvokeOptions {
    * the delegate reads its caller's configuration unchanged.
    */
   pluginType?: string;
+  /** Called after every plugin process {@linkcode execVerb} runs (per-plugin metrics, failure reports). */
+  onPluginExec?: (exec: PluginExec) => void;
+}
+
+/** One plugin process as {@linkcode InvokeOptions.onPluginExec} sees it. */
+export interface PluginExec {
+  /** The verb. */
+  verb: string;
+  /** The plugin (`type`, or the delegate run instead). */
+  plugin: string;
+  /** The network (the configuration's `name`). */
+  network: string;
+  /** The CNI error code; 0 for success. */
+  code: number;
+  /** Wall time of the process. */
+  seconds: number;
+  /** What the plugin printed on stderr (empty when it could not be started). */
+  stderr: string;
+  /** The error, when it failed. */
+  error?: CniError;
 }
 
 /** A plugin's answer to VERSION. */
@@ -244,7 +265,7 @@ export async function confForDelegate(
   conf: Record<string, unknown> & { type: string },
   options: InvokeOptions,
 ): Promise<Record<string, unknown> & { type: string }> {
-  const wanted = typeof conf.cniVersion === "string" ? conf.cniVersion : "0.1.0";
+  const wanted = String(configVersion(conf));
   const type = options.pluginType ?? conf.type;
   const supported = (await getVersionInfo(type, options)).supportedVersions;
   if (supported.includes(wanted)) return conf;
@@ -308,6 +329,39 @@ export async function execVerb(
   rt: RuntimeConf | undefined,
   options: InvokeOptions,
 ): Promise<Result | undefined> {
+  if (!options.onPluginExec) return await execVerbOnce(verb, conf, rt, options, { stderr: "" });
+  const started = performance.now();
+  const seen = { stderr: "" };
+  const report = (code: number, error?: CniError) =>
+    options.onPluginExec!({
+      verb,
+      plugin: options.pluginType ?? conf.type,
+      network: typeof conf.name === "string" ? conf.name : "",
+      code,
+      seconds: (performance.now() - started) / 1000,
+      stderr: seen.stderr,
+      error,
+    });
+  try {
+    const result = await execVerbOnce(verb, conf, rt, options, seen);
+    report(0);
+    return result;
+  } catch (e) {
+    const err = e instanceof CniError
+      ? e
+      : new CniError(ErrorCode.PluginFailure, String((e as Error)?.message ?? e));
+    report(err.code, err);
+    throw e;
+  }
+}
+
+async function execVerbOnce(
+  verb: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC",
+  conf: Record<string, unknown> & { type: string },
+  rt: RuntimeConf | undefined,
+  options: InvokeOptions,
+  seen: { stderr: string },
+): Promise<Result | undefined> {
   const type = options.pluginType ?? conf.type;
   const path = findPlugin(type, options.path);
   const env = delegationEnv(type, cniEnv(verb, rt, options));
@@ -315,6 +369,7 @@ export async function execVerb(
     stdin: JSON.stringify(conf),
     timeoutMs: options.timeoutMs,
   });
+  seen.stderr = outcome.stderr;
   if (outcome.code !== 0) throw errorFromOutcome(path, outcome);
   if (verb !== "ADD") return undefined;
   let raw: unknown;
@@ -327,7 +382,13 @@ export async function execVerb(
     );
   }
   const claimed = (raw as { cniVersion?: unknown })?.cniVersion;
-  if (claimed !== undefined && conf.cniVersion !== undefined && claimed !== conf.cniVersion) {
+  const asked = configVersion(conf);
+  // 0.1.0 and 0.2.0 results have one shape: a legacy plugin may answer a 0.1.0 (or "") config in 0.2.0.
+  const legacy = (v: unknown) => v === "0.1.0" || v === "0.2.0";
+  if (
+    claimed !== undefined && claimed !== "" && conf.cniVersion !== undefined && claimed !== asked &&
+    !(legacy(claimed) && legacy(asked))
+  ) {
     // libcni ≥ 1.0 refuses this too: the caller asked for one format and would misread another.
     throw new CniError(
       ErrorCode.IncompatibleVersion,
@@ -336,13 +397,13 @@ export async function execVerb(
       } config`,
     );
   }
-  return parseResult(raw, conf.cniVersion as CniVersion);
+  return parseResult(raw, asked as CniVersion);
 }
 
 /**
  * The configuration one plugin of a list receives: the plugin's own keys, the list's `name` and selected
  * `cniVersion`, `runtimeConfig` from the capabilities both sides have, and `prevResult`; `capabilities` is
- * removed. Unknown keys are kept.
+ * removed. Unknown keys are kept. A list named `""` (an unnamed single configuration) passes no name.
  */
 export function pluginConfig(
   plugin: NetConf,
@@ -353,7 +414,10 @@ export function pluginConfig(
   const conf: Record<string, unknown> & { type: string } = structuredClone(plugin) as
     & Record<string, unknown>
     & { type: string };
-  conf.name = list.name;
+  // The list name "" stands for a single configuration without a name (a galaxy.json network, as the Go Galaxy
+  // passed it): its plugin gets no name, as it always did.
+  if (list.name !== "") conf.name = list.name;
+  else delete conf.name;
   conf.cniVersion = list.cniVersion;
   const caps = plugin.capabilities ?? {};
   delete conf.capabilities;

@@ -19,6 +19,7 @@ import {
   gcNetworkList,
   getVersionInfo,
   type InvokeOptions,
+  type PluginExec,
   type RuntimeConf,
   statusNetworkList,
 } from "../cni/invoke.ts";
@@ -29,6 +30,9 @@ import {
   appendResult,
   asCniError,
   CniError,
+  type CniVersion,
+  configVersion,
+  CURRENT_VERSION,
   describeZodError,
   ErrorCode,
   highestVersion,
@@ -50,8 +54,12 @@ import type { GalaxyConfig } from "./config.ts";
 import { refuseHeldAddresses } from "./address_holders.ts";
 import { checkPodName } from "./k8s_names.ts";
 import { findNetworkInConfDir, type PodLike, resolveNetworks } from "./networks.ts";
+import { writtenByGoGalaxy } from "./go_state.ts";
+import { MIRROR_ANNOTATION, runtimeUidOf } from "./pod_uid.ts";
+import { bodyVersion, errorBody, replyVersion, resultBody } from "./reply.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 import { firstIPv4, type PortMapper } from "./portmap.ts";
+import { describeFailure, type FailureReporter } from "./failure.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
 export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
@@ -108,13 +116,22 @@ export interface HandlerContext {
   shuttingDown?: () => boolean;
   /** `--gc-grace-period`: GC leaves alone state younger than this (default {@linkcode GC_GRACE_MS}). */
   gcGraceMs?: number;
+  /** Receives every plugin process's duration (`galaxy_cni_plugin_duration_seconds`). */
+  pluginMetrics?: {
+    observePlugin(
+      labels: { network: string; plugin: string; verb: string; code: number },
+      seconds: number,
+    ): void;
+  };
+  /** Writes failed ADDs to their pods (Event and annotation) and clears them after a success. */
+  failures?: FailureReporter;
 }
 
 /** The reply to the shim. */
 export interface HandlerReply {
   /** HTTP status. */
   status: number;
-  /** A CNI 1.1.0 result, a CNI error object, or empty. */
+  /** A result or a CNI error object in the request's `cniVersion`, or empty. */
   body: string;
 }
 
@@ -197,7 +214,7 @@ async function supportedVersionsOf(type: string, options: InvokeOptions): Promis
  * and every plugin of the list support, learned from their VERSION answers (cached per plugin file).
  */
 async function negotiateVersion(list: NetConfList, options: InvokeOptions): Promise<NetConfList> {
-  if (list.cniVersion || list.cniVersions?.length) return list;
+  if (list.cniVersion !== undefined || list.cniVersions?.length) return list;
   let common: string[] = [...ALL_VERSIONS];
   for (const plugin of list.plugins) {
     const theirs = await supportedVersionsOf(plugin.type, options);
@@ -221,6 +238,10 @@ interface ParsedRequest extends EnvRequest {
   config: Record<string, unknown>;
   /** The caller's chain of plugin types (the shim's, or a plugin's that delegated to the shim). */
   chain?: string;
+  /** The version the reply is written in (the configuration's). */
+  version: CniVersion;
+  /** The plugin processes this request ran, in order (for the failure report). */
+  execs?: PluginExec[];
 }
 
 function parseWire(body: string): CniWireRequest {
@@ -268,6 +289,7 @@ function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
     path: [...runtimePath, ...cniPaths.filter((p) => !runtimePath.includes(p))],
     config,
     chain: wire.env[DELEGATION_CHAIN_ENV],
+    version: replyVersion(wire.config ? config : undefined),
   };
 }
 
@@ -285,7 +307,17 @@ function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
   const env = { ...ctx.pluginEnv };
   if (req.chain) env[DELEGATION_CHAIN_ENV] = req.chain;
   else delete env[DELEGATION_CHAIN_ENV];
-  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env };
+  const onPluginExec = (exec: PluginExec) => {
+    req.execs?.push(exec);
+    ctx.pluginMetrics?.observePlugin(exec, exec.seconds);
+  };
+  return {
+    path: req.path,
+    cacheDir: null,
+    timeoutMs: ctx.pluginTimeoutMs,
+    env,
+    onPluginExec,
+  };
 }
 
 /** What the runtime side needs to run one stored network of the request's container. */
@@ -293,10 +325,19 @@ function attachmentRuntime(req: ParsedRequest, stored: StoredNetwork): RuntimeCo
   return {
     containerId: req.containerId,
     netns: req.netns,
-    ifname: stored.IfName,
+    // Galaxy's state files before "fix missing ifName" have none: the runtime's interface is the best guess.
+    ifname: stored.IfName || req.ifname,
     args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
     capabilityArgs: stored.CapabilityArgs,
   };
+}
+
+/** A one-plugin list as the state file keeps it (Galaxy's `Conf`): the plugin's keys, unnamed when it was. */
+function singleConf(list: NetConfList): Record<string, unknown> {
+  const conf: Record<string, unknown> = { ...list.plugins[0], cniVersion: list.cniVersion };
+  if (list.name !== "") conf.name = list.name;
+  else delete conf.name;
+  return conf;
 }
 
 /**
@@ -327,7 +368,8 @@ function storedList(stored: StoredNetwork): NetConfList {
     }
     return parsed.data;
   }
-  const name = typeof conf.name === "string" && conf.name ? conf.name : stored.NetworkType;
+  // No name: a galaxy.json network without one (ours, or the Go Galaxy's state file); it stays unnamed.
+  const name = typeof conf.name === "string" ? conf.name : "";
   return confAsList({ ...(conf as NetConf), name });
 }
 
@@ -445,10 +487,12 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
   checkPodName(namespace, name);
   const uid = cniArg(req.args, "K8S_POD_UID");
   const pod = await ctx.pods.getPod(namespace, name, { uid });
-  if (uid && pod.metadata?.uid && pod.metadata.uid !== uid) {
+  const expected = runtimeUidOf(pod);
+  if (uid && expected && expected !== uid) {
+    const mirror = expected !== pod.metadata?.uid ? ` (its ${MIRROR_ANNOTATION} annotation)` : "";
     throw new CniError(
       ErrorCode.PluginFailure,
-      `pod ${namespace}/${name}: the runtime asked for UID ${uid}, the apiserver has ${pod.metadata.uid}`,
+      `pod ${namespace}/${name}: the runtime asked for UID ${uid}, the apiserver has ${expected}${mirror}`,
     );
   }
   return pod;
@@ -498,7 +542,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
     stored.push({
       NetworkType: net.name,
       Args: Object.fromEntries(net.args),
-      Conf: net.isList ? list : { ...list.plugins[0], name: list.name, cniVersion: list.cniVersion },
+      Conf: net.isList ? list : singleConf(list),
       IfName: net.ifname,
       CapabilityArgs: { ...capabilityArgs, ...net.capabilityArgs },
       Runtime: { netns: req.netns, args: Object.fromEntries(req.args), path: req.path },
@@ -517,19 +561,14 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
       ctx.log.v(3, `ADD ${req.containerId}: network "${net.NetworkType}" up as ${net.IfName}`);
     } catch (e) {
       const err = asCniError(e);
-      const { failed, errors } = await delNetworks(ctx, req, stored.slice(0, i + 1));
-      if (failed.length) {
-        await writeState(ctx.stateDir, req.containerId, failed);
-        ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
-      } else {
-        await removeState(ctx.stateDir, req.containerId);
-      }
+      await rollBack(ctx, req, stored.slice(0, i + 1));
       const source = resolved[i].isList ? "" : ` plugin ${resolved[i].list.plugins[0].type}:`;
       throw new CniError(err.code, `network "${net.NetworkType}":${source} ${err.message}`, err.details);
     }
   }
 
   const merged = mergeResults(results);
+  const body = await replyOrRollBack(ctx, req, stored, merged);
   if (ctx.portmap) {
     try {
       await ctx.portmap.setUp({
@@ -540,13 +579,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
       });
     } catch (e) {
       // A failed ADD leaves nothing: the networks just built go too.
-      const { failed, errors } = await delNetworks(ctx, req, stored);
-      if (failed.length) {
-        await writeState(ctx.stateDir, req.containerId, failed);
-        ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
-      } else {
-        await removeState(ctx.stateDir, req.containerId);
-      }
+      await rollBack(ctx, req, stored);
       throw e;
     }
   }
@@ -563,8 +596,38 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
         `pod ${namespace}/${name}: cannot write ${NETWORK_STATUS_ANNOTATION}: ${(e as Error).message}`,
       );
     }
+    ctx.failures?.clear({ namespace, name, annotations: pod.metadata?.annotations });
   }
-  return { status: 200, body: JSON.stringify(merged) };
+  return { status: 200, body };
+}
+
+/**
+ * The ADD reply in the request's version. A result that version cannot hold (0.1.0/0.2.0 without an IPv4 or
+ * IPv6 address) fails the ADD, and the networks just added are removed first: the runtime would not know them.
+ */
+async function replyOrRollBack(
+  ctx: HandlerContext,
+  req: ParsedRequest,
+  stored: StoredNetwork[],
+  merged: Result,
+): Promise<string> {
+  try {
+    return resultBody(merged, req.version);
+  } catch (e) {
+    await rollBack(ctx, req, stored);
+    throw e;
+  }
+}
+
+/** Removes the networks of a failed ADD; what cannot be removed stays in the state file for DEL. */
+async function rollBack(ctx: HandlerContext, req: ParsedRequest, networks: StoredNetwork[]): Promise<void> {
+  const { failed, errors } = await delNetworks(ctx, req, networks);
+  if (failed.length) {
+    await writeState(ctx.stateDir, req.containerId, failed);
+    ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
+  } else {
+    await removeState(ctx.stateDir, req.containerId);
+  }
 }
 
 async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
@@ -574,11 +637,18 @@ async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<Handle
   }
   const options = invokeOptions(ctx, req);
   for (const stored of networks) {
+    if (writtenByGoGalaxy(stored)) {
+      ctx.log.v(
+        3,
+        `CHECK ${req.containerId}: network "${stored.NetworkType}" was added by the Go Galaxy: no result to check`,
+      );
+      continue;
+    }
     if (!stored.Result) {
       throw new CniError(ErrorCode.PluginFailure, `network "${stored.NetworkType}" never finished its ADD`);
     }
     const list = await negotiateVersion(storedList(stored), options);
-    if (!versionAtLeast(list.cniVersion ?? "0.1.0", "0.4.0")) continue; // CHECK does not exist before 0.4.0
+    if (!versionAtLeast(String(configVersion(list)), "0.4.0")) continue; // CHECK does not exist before 0.4.0
     const rt = attachmentRuntime(req, stored);
     try {
       await checkNetworkList(list, rt, { ...options, prevResult: stored.Result });
@@ -704,12 +774,25 @@ export async function releaseFromState(ctx: HandlerContext, containerId: string)
     args: Object.entries(runtime?.args ?? {}),
     path: [...path, ...ctx.cniPaths.filter((p) => !path.includes(p))],
     config: {},
+    version: CURRENT_VERSION,
   });
   return true;
 }
 
-function errorReply(err: CniError, status: number): HandlerReply {
-  return { status, body: JSON.stringify(err.toJSON()) };
+/** Puts a failed ADD on its pod (Event and annotation), off the request path; a pod-less ADD has none. */
+function reportAddFailure(ctx: HandlerContext, req: ParsedRequest, err: CniError, seconds: number): void {
+  const namespace = cniArg(req.args, "K8S_POD_NAMESPACE");
+  const name = cniArg(req.args, "K8S_POD_NAME");
+  if (!ctx.failures || !ctx.pods || !namespace || !name) return;
+  // Refused because the daemon is stopping: the runtime retries elsewhere in time, nothing is wrong with the pod.
+  if (err.code === ErrorCode.TryAgainLater && ctx.shuttingDown?.()) return;
+  const failure = describeFailure(err, req.execs ?? [], { containerId: req.containerId, seconds });
+  const uid = cniArg(req.args, "K8S_POD_UID");
+  void ctx.failures.report({ namespace, name, uid }, failure);
+}
+
+function errorReply(err: CniError, status: number, version: CniVersion = CURRENT_VERSION): HandlerReply {
+  return { status, body: errorBody(err, version) };
 }
 
 /** Handles one wire request body and never throws: every failure becomes a CNI error object. */
@@ -718,14 +801,20 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
   try {
     req = parseRequest(parseWire(body), ctx.cniPaths);
   } catch (e) {
-    return errorReply(asCniError(e), 400);
+    return errorReply(asCniError(e), 400, bodyVersion(body));
   }
   const started = performance.now();
   try {
     let reply: HandlerReply;
     switch (req.command) {
       case "ADD":
-        reply = await withContainerLock(req.containerId, () => cmdAdd(ctx, req));
+        req.execs = [];
+        try {
+          reply = await withContainerLock(req.containerId, () => cmdAdd(ctx, req));
+        } catch (e) {
+          reportAddFailure(ctx, req, asCniError(e), (performance.now() - started) / 1000);
+          throw e;
+        }
         break;
       case "DEL":
         reply = await withContainerLock(req.containerId, () => cmdDel(ctx, req));
@@ -745,7 +834,7 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
   } catch (e) {
     const err = asCniError(e);
     ctx.log.warn(`${req.command} ${req.containerId} failed (code ${err.code}): ${err.message}`);
-    return errorReply(err, 500);
+    return errorReply(err, 500, req.version);
   }
 }
 

@@ -1,12 +1,17 @@
 /**
  * `deno task bench`: Galaxy's speed and memory against the targets of `cni-and-peers.md` §6, with the
- * reference (Debian's bridge + host-local executed directly) measured in the same run. Needs root; everything
+ * reference (Debian's bridge + host-local executed directly) measured in the same run, then the network
+ * policy scale targets (tests/bench/policy.ts). Needs root; everything
  * happens in namespaces it makes and removes. `BENCH_PODS` (default 40) and `BENCH_BURST` (default 200).
+ * Then the compiled executable against an empty compiled program (`./compiled.ts`); `deno task bench compiled`
+ * runs only that part.
  * @module
  */
 import { launcherDir, REPO_ROOT } from "../helpers/launchers.ts";
 import { kernelSkipReason, withLab } from "../helpers/netns.ts";
 import { startDaemon } from "../helpers/daemon.ts";
+import { compiledSection, printRows } from "./compiled.ts";
+import { benchPolicy, printPolicyRows } from "./policy.ts";
 
 const PODS = Number(Deno.env.get("BENCH_PODS") ?? 40);
 const BURST = Number(Deno.env.get("BENCH_BURST") ?? 200);
@@ -238,7 +243,23 @@ async function main(): Promise<number> {
       await daemon.process.stop("SIGTERM");
     }
   });
+  // Network policy at scale (tests/bench/policy.ts): compile + apply, and single pod events.
+  failed += printPolicyRows(await benchPolicy());
   return failed ? 1 : 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+async function compiled(): Promise<number> {
+  const { rows, note } = await compiledSection();
+  console.log(`\nGalaxy compiled executable: ${note}`);
+  return printRows(rows);
+}
+
+if (import.meta.main) {
+  const only = Deno.args[0];
+  if (only !== undefined && only !== "compiled") {
+    console.error(`usage: deno task bench [compiled]   (unknown: ${only})`);
+    Deno.exit(2);
+  }
+  const missed = (only === "compiled" ? 0 : await main()) + await compiled();
+  Deno.exit(missed ? 1 : 0);
+}

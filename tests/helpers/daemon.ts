@@ -59,9 +59,18 @@ export class Started {
   }
 }
 
-function spawnIn(ns: Netns, cmd: string, args: string[], env?: Record<string, string>): Started {
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", ns.name, cmd, ...args],
+function spawnIn(
+  ns: Netns,
+  cmd: string,
+  args: string[],
+  env?: Record<string, string>,
+  netOnly = false,
+): Started {
+  // `ip netns exec` also gives the process a mount namespace of its own, which does not see bind mounts made
+  // later outside it (a container runtime's pod netns files); `nsenter --net` switches the network only.
+  const prefix = netOnly ? ["nsenter", `--net=${ns.path}`] : ["ip", "netns", "exec", ns.name];
+  const child = new Deno.Command(prefix[0], {
+    args: [...prefix.slice(1), cmd, ...args],
     env,
     stdin: "null",
     stdout: "piped",
@@ -91,12 +100,18 @@ export interface FakeApiserver {
   kubeconfig: string;
   /** Stores (creates or replaces) a pod. */
   putPod(pod: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Stores a namespace or a networkpolicy. */
+  putObject(kind: "namespaces" | "networkpolicies", obj: Record<string, unknown>): Promise<unknown>;
+  /** Deletes a namespace (`namespace` "-") or a networkpolicy. */
+  deleteObject(kind: "namespaces" | "networkpolicies", namespace: string, name: string): Promise<unknown>;
   /** Removes a pod (watchers get DELETED). */
   deletePod(namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
   >;
+  /** The Events it stores (created, then merge-patched). */
+  events(): Promise<Record<string, unknown>[]>;
   /** The process. */
   process: Started;
 }
@@ -155,8 +170,11 @@ current-context: fake
     kubeconfig,
     process,
     putPod: (pod) => call("PUT", "/pods", pod),
+    putObject: (kind, obj) => call("PUT", `/objects/${kind}`, obj),
+    deleteObject: (kind, ns, name) => call("DELETE", `/objects/${kind}/${ns}/${name}`),
     deletePod: (namespace, name) => call("DELETE", `/pods/${namespace}/${name}`),
     patches: () => call("GET", "/patches"),
+    events: () => call("GET", "/events"),
   };
 }
 
@@ -184,6 +202,11 @@ export interface DaemonOptions {
   flags?: string[];
   /** Wait for /readyz (default true). */
   waitReady?: boolean;
+  /**
+   * Enter the node namespace with `nsenter --net` only (default: `ip netns exec`), so that the daemon sees
+   * netns files a container runtime bind-mounts after it started.
+   */
+  netOnly?: boolean;
   /** The state folder (default `<lab>/state`; a restarted daemon passes the same). */
   stateDir?: string;
   /** Extra environment (e.g. `XTABLES_LOCKFILE` for a legacy-iptables daemon). */
@@ -218,7 +241,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
   for (const [flag, value] of Object.entries(labDefaults)) {
     if (!args.some((a) => a.startsWith(`--${flag}=`))) args.push(`--${flag}=${value}`);
   }
-  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env);
+  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env, options.netOnly);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {
     try {
@@ -257,11 +280,14 @@ export function shimList(socket: string, cniVersion = "1.1.0"): Record<string, u
   };
 }
 
-/** Runs one verb through the shim exactly as a runtime would (libcni semantics, in the node namespace). */
+/**
+ * Runs one verb through the shim exactly as a runtime would (libcni semantics, in the node namespace). `path`
+ * folders come before the launchers in the runtime's CNI_PATH.
+ */
 export async function runtimeCall(
   lab: Lab,
   verb: "add" | "del" | "check" | "status" | "gc",
-  call: PodCall & { list: Record<string, unknown>; valid?: unknown[] },
+  call: PodCall & { list: Record<string, unknown>; valid?: unknown[]; path?: string[] },
 ): Promise<RunResult> {
   const args: [string, string][] = [["IgnoreUnknown", "1"]];
   if (call.k8s) {
@@ -278,7 +304,7 @@ export async function runtimeCall(
       args,
       capabilityArgs: call.capabilityArgs,
     },
-    path: [await launcherDir()],
+    path: [...(call.path ?? []), await launcherDir()],
     cacheDir: `${lab.dir}/runtime-cache`,
     valid: call.valid,
   };
