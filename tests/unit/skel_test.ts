@@ -377,7 +377,8 @@ Deno.test("the plugin receives the request built from env and stdin", async () =
   assert.equal(req.cniVersion, "1.0.0");
   assert.deepStrictEqual(req.config, stdin);
   assert.equal(req.prevResult, undefined);
-  assert.deepStrictEqual(req.env, env);
+  // The environment, with the plugin itself at the end of the delegation chain (cni/delegation.ts).
+  assert.deepStrictEqual(req.env, { ...env, GALAXY_DELEGATION_CHAIN: plugin.name });
   assert.deepStrictEqual(req.stdin, encode(stdin));
 });
 
