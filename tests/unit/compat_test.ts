@@ -18,7 +18,7 @@ import { readState, statePath } from "../../daemon/state.ts";
 import { readCalls, writeFakePlugins } from "../helpers/fake_plugins.ts";
 import { pathExists } from "../helpers/netns.ts";
 
-const NETNS = "/var/run/netns/compat-test-does-not-exist";
+const NETNS = "/proc/self/ns/net"; // CNI_NETNS must be a live namespace for ADD (issue 10)
 
 async function withHandler(
   galaxyJson: unknown,

@@ -74,7 +74,7 @@ Deno.test("entry: plugin-side errors through a real executable carry the spec's 
   const add = {
     CNI_COMMAND: "ADD",
     CNI_CONTAINERID: "c1",
-    CNI_NETNS: "/var/run/netns/x",
+    CNI_NETNS: "/proc/self/ns/net",
     CNI_IFNAME: "eth0",
   };
   const conf = (v: string) => JSON.stringify({ cniVersion: v, name: "n", type: "galaxy-veth" });
