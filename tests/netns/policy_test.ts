@@ -1,6 +1,6 @@
 /**
  * Network policy on the real kernel. A node namespace with six pods in three namespaces (galaxy-veth
- * attachments, addresses from ipinfos) plus a client namespace standing for another node, the engine applying
+ * attachments, addresses from one-address host-local ranges) plus a client namespace standing for another node, the engine applying
  * to the node namespace, and for each case of the table (taken from the Kubernetes e2e network policy suite)
  * every TCP and UDP connection between every pair tried for real and compared with what Kubernetes says.
  * "What Kubernetes says" is an oracle written here from the API documentation, independent of the compiler.
@@ -389,10 +389,20 @@ async function withPolicyLab(label: string, fn: (pl: PolicyLab) => Promise<void>
       nsOf.set(`${p.ns}/${p.name}`, netns);
       const run = await runBuiltin(lab, "galaxy-veth", {
         verb: "ADD",
-        conf: { cniVersion: "1.0.0", name: "gtest-np", type: "galaxy-veth", routeSrc: NODE_IP },
+        // galaxy-veth takes addresses from IPAM only (issue 10): a one-address host-local range per pod.
+        conf: {
+          cniVersion: "1.0.0",
+          name: `gtest-np${i}`,
+          type: "galaxy-veth",
+          routeSrc: NODE_IP,
+          ipam: {
+            type: "host-local",
+            dataDir: `${lab.dir}/ipam`,
+            ranges: [[{ subnet: `${p.ip.replace(/\.\d+$/, ".0")}/24`, rangeStart: p.ip, rangeEnd: p.ip }]],
+          },
+        },
         containerId: `np${i}cafe0000`,
         netns,
-        args: { ipinfos: JSON.stringify([{ ip: `${p.ip}/24`, vlan: 0 }]) },
       });
       assertOk(run, `galaxy-veth ADD of ${p.ns}/${p.name}`);
     }));
