@@ -18,7 +18,9 @@ import {
   assertOk,
   hostLocalIpam,
   ping,
+  PLUGIN_VIAS,
   type PluginRun,
+  type PluginVia,
   reservations,
   runBuiltin,
   TEST_VERSIONS,
@@ -332,13 +334,25 @@ interface Attachment {
   output: Record<string, unknown>;
 }
 
+// An ADD's output with what legitimately differs between two runs masked: MACs (new links) and the last
+// number of a pod address (host-local goes on to the next free one).
+function comparable(c: TableCase, output: Record<string, unknown>): string {
+  const prefix = c.prefix.replaceAll(".", "\\.");
+  return JSON.stringify(output)
+    .replace(/"mac":"[0-9a-f:]*"/g, '"mac":"<mac>"')
+    .replace(new RegExp(`${prefix}\\d+`, "g"), `${c.prefix}<n>`);
+}
+
+// One row: ADD, traffic, CHECK, DEL and the clean-up proof, with the plugin run one way; resolves to the ADD
+// outputs (comparable) so that the two ways can be compared.
 async function runRow(
   lab: Lab,
   c: TableCase,
   site: Site,
   pods: Record<PodKey, Netns>,
   version: CniVersion,
-): Promise<void> {
+  via: PluginVia,
+): Promise<string[]> {
   const conf = c.conf(lab, version);
   const withPrev = (a: Attachment) =>
     versionAtLeast(version, "0.4.0") ? { ...conf, prevResult: a.output } : conf;
@@ -350,7 +364,7 @@ async function runRow(
       const pod = pods[key];
       const containerId = `${key}${version.replaceAll(".", "")}tbl0c0ffee`;
       const args = c.args?.(key, containerId);
-      const add = await runBuiltin(lab, c.plugin, { verb: "ADD", conf, containerId, netns: pod, args });
+      const add = await runBuiltin(lab, c.plugin, { verb: "ADD", conf, containerId, netns: pod, args, via });
       assertOk(add, `ADD pod ${key}`);
       const { cidr, mac } = podAddress(add, pod);
       const ip = cidr.split("/")[0];
@@ -402,6 +416,7 @@ async function runRow(
           containerId: at.containerId,
           netns: at.pod,
           args: at.args,
+          via,
         });
         assertOk(check, `CHECK pod ${at.key}`);
       }
@@ -415,6 +430,7 @@ async function runRow(
         containerId: at.containerId,
         netns: at.pod,
         args: at.args,
+        via,
       });
       assertOk(del, `DEL pod ${at.key}`);
     }
@@ -436,6 +452,7 @@ async function runRow(
     assert.deepEqual(await reservations(lab, c.network), [], "a host-local reservation is left");
     if (c.savedDir) assert.deepEqual(await savedFiles(c.savedDir(lab)), [], "a flannel saved file is left");
     passed = true;
+    return attached.map((at) => comparable(c, at.output));
   } finally {
     // A failed row DELs what it added (again: DEL may be repeated), so that the next row starts clean.
     if (!passed) {
@@ -446,6 +463,7 @@ async function runRow(
           containerId: at.containerId,
           netns: at.pod,
           args: at.args,
+          via,
         }).catch(() => {});
       }
     }
@@ -464,7 +482,16 @@ for (const c of CASES) {
         await t.step({
           name: `${c.name} @ ${version}`,
           ignore: site.skip !== undefined,
-          fn: () => runRow(lab, c, site, pods, version),
+          fn: async () => {
+            // Both ways, with identical outputs: the executable, then the daemon's in-process call.
+            const outputs: Partial<Record<PluginVia, string[]>> = {};
+            for (const via of PLUGIN_VIAS) outputs[via] = await runRow(lab, c, site, pods, version, via);
+            assert.deepEqual(
+              outputs["in-process"],
+              outputs.exec,
+              "in process, the ADD printed another result",
+            );
+          },
         });
       }
     });
