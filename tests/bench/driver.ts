@@ -13,7 +13,7 @@
 import { addNetworkList, delNetworkList, execPlugin, type RuntimeConf } from "../../cni/invoke.ts";
 import type { NetConfList } from "../../cni/spec.ts";
 import { encodeBase64, requestDaemon } from "../../cni/wire.ts";
-import { rssKiB, treeRssKiB } from "./rss.ts";
+import { rssKiB, treeMemoryKiB } from "./rss.ts";
 
 /** One target: a list and the plugin path it runs with. */
 interface Target {
@@ -119,7 +119,12 @@ function daemonBody(verb: string, i: number, prefix: string): string {
 /** `burst` ADDs at once straight to the daemon (its tree sampled meanwhile), its RSS after, then the DELs. */
 async function burst(prefix: string) {
   let peakKiB = 0;
-  const sampler = setInterval(() => peakKiB = Math.max(peakKiB, treeRssKiB(plan.daemonPid)), 20);
+  let peakRssKiB = 0;
+  const sampler = setInterval(() => {
+    const m = treeMemoryKiB(plan.daemonPid);
+    peakKiB = Math.max(peakKiB, m.pss);
+    peakRssKiB = Math.max(peakRssKiB, m.rss);
+  }, 20);
   const started = performance.now();
   const replies = await Promise.all(
     Array.from({ length: plan.burst }, (_, i) =>
@@ -141,7 +146,14 @@ async function burst(prefix: string) {
         timeoutMs: 180_000,
       })),
   );
-  return { wall, failed, delFailed: dels.filter((r) => r.status !== 200).length, peakKiB, daemonKiB };
+  return {
+    wall,
+    failed,
+    delFailed: dels.filter((r) => r.status !== 200).length,
+    peakKiB,
+    peakRssKiB,
+    daemonKiB,
+  };
 }
 
 async function coldStarts(path: string, count: number): Promise<number[]> {

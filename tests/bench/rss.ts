@@ -13,8 +13,22 @@ export function rssKiB(pid: number): number {
   }
 }
 
-/** RSS in KiB of `pid` and all its descendants. */
-export function treeRssKiB(pid: number): number {
+/**
+ * PSS in KiB of `pid` alone (its share of every page it maps: shared pages divided among their users); 0
+ * when it is gone. Summed over a tree it is the memory the tree takes, where summed RSS counts the pages a
+ * forked child still shares with its parent, or a library's text, once per process.
+ */
+export function pssKiB(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** The processes of `pid`'s tree: itself and all its descendants. */
+function treePids(pid: number): number[] {
   const children = new Map<number, number[]>();
   for (const e of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
@@ -26,12 +40,23 @@ export function treeRssKiB(pid: number): number {
       // exited meanwhile
     }
   }
-  let total = 0;
+  const all: number[] = [];
   const stack = [pid];
   while (stack.length) {
     const p = stack.pop()!;
-    total += rssKiB(p);
+    all.push(p);
     stack.push(...(children.get(p) ?? []));
   }
-  return total;
+  return all;
+}
+
+/** RSS and PSS in KiB of `pid` and all its descendants, each summed. */
+export function treeMemoryKiB(pid: number): { rss: number; pss: number } {
+  let rss = 0;
+  let pss = 0;
+  for (const p of treePids(pid)) {
+    rss += rssKiB(p);
+    pss += pssKiB(p);
+  }
+  return { rss, pss };
 }

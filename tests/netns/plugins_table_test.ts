@@ -7,6 +7,9 @@
  * links (and, once the mode's node state exists, its routes and rules) exactly as before the ADD, no route or
  * rule for a pod address, no host-local reservation and no flannel saved file. One lab serves all versions
  * of a case, so each row also proves the previous row's DEL left the lab clean enough to start again.
+ * Every row runs twice (issue 14): through the plugin's executable, then called in process the daemon's way
+ * (`tests/helpers/in_process_runner.ts`: setns workers, built-ins and a built-in's delegate as functions);
+ * both must pass the row and print the same ADD results, MACs and the pod address's last number aside.
  * Addresses come from 198.18.0.0/15; nothing touches the host namespace.
  * @module
  */
