@@ -118,6 +118,16 @@ export const SUBCOMMANDS: Readonly<Record<string, Executable>> = {
     load: () => import("./demo.ts"),
     summary: "build two pods in throwaway namespaces and show that they talk",
   },
+  plan: {
+    module: "cli/plan.ts",
+    load: () => import("./plan.ts"),
+    summary: "show what an ADD of NAMESPACE/POD would do, without doing it (exit 0/1)",
+  },
+  audit: {
+    module: "cli/audit.ts",
+    load: () => import("./audit.ts"),
+    summary: "cross-check state files, sandboxes, reservations and kernel objects (--fix releases orphans)",
+  },
   help: {
     module: "cli/usage.ts",
     load: () => import("./usage.ts"),

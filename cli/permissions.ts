@@ -4,7 +4,10 @@
  *
  * Every role needs all of them at some point: plugins run `ip`/`nsenter` and delegates (run), read and write
  * state, `/proc/sys` and `/sys` (read, write), enter namespaces through libc `setns` (ffi), talk to the
- * daemon's socket and the apiserver (net), read the CNI environment (env) and the hostname (sys).
+ * daemon's socket and the apiserver (net), read the CNI environment (env) and the hostname (sys). Import
+ * loads nothing remote (there are no remote imports), but Deno lets a program read `/proc/self/cmdline`, where
+ * `main.ts` finds the name it was run as, only when it holds every permission: without `--allow-import` a
+ * compiled executable started as `galaxy-veth` cannot tell and runs as the shim.
  * @module
  */
 
@@ -17,4 +20,5 @@ export const PERMISSION_FLAGS: readonly string[] = [
   "--allow-run",
   "--allow-ffi",
   "--allow-sys",
+  "--allow-import",
 ];

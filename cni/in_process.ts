@@ -1,8 +1,10 @@
 /**
  * Built-in plugins called inside the calling process (the daemon) instead of as executables: the same
  * {@linkcode handle} the executable's entry runs, over the same environment and stdin, giving the same exit
- * code and stdout. What differs is only what cannot be the same: no process (so no 40–60 MB Deno per
- * plugin and per delegate), and the plugin's log lines go to this process's stderr instead of a pipe.
+ * code, stdout and stderr. What differs is only what cannot be the same: no process (so no 40–60 MB Deno
+ * per plugin and per delegate). The plugin's log lines (`console.error`/`console.warn`) are caught per call
+ * (AsyncLocalStorage follows the call through its awaits, a delegate's call gets its own) and returned as
+ * the call's stderr, as the executable's pipe would have them, instead of reaching this process's streams.
  * Third-party plugins, and every plugin in a process that registered none (the executables themselves, the
  * shim), run as processes.
  *
@@ -10,6 +12,7 @@
  * imports no plugin, so the shim and the executables load nothing more than before.
  * @module
  */
+import type { AsyncLocalStorage } from "node:async_hooks";
 import { handle, type Plugin } from "./skel.ts";
 import { CniError, ErrorCode } from "./version.ts";
 
@@ -18,14 +21,31 @@ export type PluginLoader = () => Promise<Plugin>;
 
 let registry: Readonly<Record<string, PluginLoader>> = {};
 const loaded = new Map<string, Promise<Plugin>>();
+let stderrOfCall: AsyncLocalStorage<string[]> | undefined;
 
 /**
  * Makes this process call these plugins directly when a call finds an executable of one of these names
- * (`galaxy-veth`, `galaxy-flannel`, ...) in the plugin path. An empty registry turns it off.
+ * (`galaxy-veth`, `galaxy-flannel`, ...) in the plugin path. An empty registry turns it off. From the first
+ * call on, `console.error` and `console.warn` inside an in-process call write to that call's stderr.
  */
-export function configureInProcessPlugins(plugins: Readonly<Record<string, PluginLoader>>): void {
+export async function configureInProcessPlugins(
+  plugins: Readonly<Record<string, PluginLoader>>,
+): Promise<void> {
   registry = { ...plugins };
   loaded.clear();
+  if (stderrOfCall || Object.keys(plugins).length === 0) return;
+  // Loaded here, not at the top: the plugin executables import this module and never need it.
+  const { AsyncLocalStorage } = await import("node:async_hooks");
+  const storage = new AsyncLocalStorage<string[]>();
+  stderrOfCall = storage;
+  for (const level of ["error", "warn"] as const) {
+    const original = console[level].bind(console);
+    console[level] = (...args: unknown[]) => {
+      const lines = storage.getStore();
+      if (!lines) return original(...args);
+      lines.push(args.map((a) => typeof a === "string" ? a : Deno.inspect(a)).join(" ") + "\n");
+    };
+  }
 }
 
 /** The names this process runs in process (for metrics and tests). */
@@ -49,7 +69,7 @@ export function guardDelegation(_pluginPath: string, _env: Record<string, string
 /**
  * Runs the built-in plugin at `pluginPath` in this process, or returns `undefined` when it is not one this
  * process registered (the caller executes it then). The outcome is the executable's: exit code, stdout with
- * its trailing newline, and an empty stderr. A call that outlives `timeoutMs` fails as a killed executable
+ * its trailing newline, and the log lines as stderr. A call that outlives `timeoutMs` fails as a killed executable
  * would (code 102); the call itself cannot be killed and finishes in the background.
  */
 export function runInProcess(
@@ -79,9 +99,11 @@ export function runInProcess(
         );
       }, options.timeoutMs);
     });
+    const stderr: string[] = [];
+    const call = async () => handle(await plugin, env, stdin);
     try {
-      const out = await Promise.race([handle(await plugin, env, stdin), timeout]);
-      return { code: out.exitCode, stdout: out.stdout ? `${out.stdout}\n` : "", stderr: "" };
+      const out = await Promise.race([stderrOfCall ? stderrOfCall.run(stderr, call) : call(), timeout]);
+      return { code: out.exitCode, stdout: out.stdout ? `${out.stdout}\n` : "", stderr: stderr.join("") };
     } finally {
       clearTimeout(timer);
     }

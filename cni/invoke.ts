@@ -66,6 +66,26 @@ export interface InvokeOptions {
    * the delegate reads its caller's configuration unchanged.
    */
   pluginType?: string;
+  /** Called after every plugin process {@linkcode execVerb} runs (per-plugin metrics, failure reports). */
+  onPluginExec?: (exec: PluginExec) => void;
+}
+
+/** One plugin process as {@linkcode InvokeOptions.onPluginExec} sees it. */
+export interface PluginExec {
+  /** The verb. */
+  verb: string;
+  /** The plugin (`type`, or the delegate run instead). */
+  plugin: string;
+  /** The network (the configuration's `name`). */
+  network: string;
+  /** The CNI error code; 0 for success. */
+  code: number;
+  /** Wall time of the process. */
+  seconds: number;
+  /** What the plugin printed on stderr (empty when it could not be started). */
+  stderr: string;
+  /** The error, when it failed. */
+  error?: CniError;
 }
 
 /** A plugin's answer to VERSION. */
@@ -338,11 +358,45 @@ export async function execVerb(
   rt: RuntimeConf | undefined,
   options: InvokeOptions,
 ): Promise<Result | undefined> {
+  if (!options.onPluginExec) return await execVerbOnce(verb, conf, rt, options, { stderr: "" });
+  const started = performance.now();
+  const seen = { stderr: "" };
+  const report = (code: number, error?: CniError) =>
+    options.onPluginExec!({
+      verb,
+      plugin: options.pluginType ?? conf.type,
+      network: typeof conf.name === "string" ? conf.name : "",
+      code,
+      seconds: (performance.now() - started) / 1000,
+      stderr: seen.stderr,
+      error,
+    });
+  try {
+    const result = await execVerbOnce(verb, conf, rt, options, seen);
+    report(0);
+    return result;
+  } catch (e) {
+    const err = e instanceof CniError
+      ? e
+      : new CniError(ErrorCode.PluginFailure, String((e as Error)?.message ?? e));
+    report(err.code, err);
+    throw e;
+  }
+}
+
+async function execVerbOnce(
+  verb: "ADD" | "DEL" | "CHECK" | "STATUS" | "GC",
+  conf: Record<string, unknown> & { type: string },
+  rt: RuntimeConf | undefined,
+  options: InvokeOptions,
+  seen: { stderr: string },
+): Promise<Result | undefined> {
   const path = findPlugin(options.pluginType ?? conf.type, options.path);
   const outcome = await runPluginFile(path, cniEnv(verb, rt, options), {
     stdin: JSON.stringify(conf),
     timeoutMs: options.timeoutMs,
   });
+  seen.stderr = outcome.stderr;
   if (outcome.code !== 0) throw errorFromOutcome(path, outcome);
   if (verb !== "ADD") return undefined;
   let raw: unknown;

@@ -459,9 +459,7 @@ const BY_SHORT = new Map<string, keyof ServeFlags>(
  * feature it waits for. Their help says "not in effect yet" and the daemon warns at start. The one list to
  * shrink: a feature that lands removes its flags here.
  */
-export const NOT_IN_EFFECT: Readonly<Partial<Record<keyof ServeFlags, string>>> = {
-  networkPolicy: "network policy",
-};
+export const NOT_IN_EFFECT: Readonly<Partial<Record<keyof ServeFlags, string>>> = {};
 
 /** What the help and the README add to the meaning of a flag of {@link NOT_IN_EFFECT}. */
 export const NOT_IN_EFFECT_NOTE = "NOT IN EFFECT YET";

@@ -129,6 +129,28 @@ async function ipFileOwner(path: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * Removes the host-local IP file `path` of folder `dir` under host-local's own `lock` file, only while it still
+ * names container `id` and is not `young`; true when it was removed. The GC and `galaxy audit --fix` use it.
+ */
+export async function removeIpFileOf(
+  dir: string,
+  path: string,
+  id: string,
+  young: (mtimeMs: number) => boolean,
+): Promise<boolean> {
+  return await withFileLock(`${dir}/lock`, async () => {
+    // host-local may have handed the address to another container since the pass began.
+    if (await ipFileOwner(path) !== id) return false;
+    const mtime = await mtimeOf(path);
+    if (mtime === undefined || young(mtime)) return false;
+    return await removeFile(path);
+  });
+}
+
+/** The first line of a host-local IP file: the container ID that holds the address (exported for the audit). */
+export { ipFileOwner };
+
 /** The two GC loops of the daemon. */
 export class GarbageCollector {
   readonly #o: GcOptions;
@@ -342,13 +364,9 @@ export class GarbageCollector {
   /** Removes a host-local IP file under host-local's lock, after checking it still names this container. */
   async #removeIpFile(id: string, a: Artifact, reason: string, report: PassReport): Promise<void> {
     try {
-      await withFileLock(`${a.dir}/lock`, async () => {
-        // host-local may have handed the address to another container since the pass began.
-        if (await ipFileOwner(a.path) !== id) return;
-        const mtime = await mtimeOf(a.path);
-        if (mtime === undefined || this.#young(mtime)) return;
-        if (await removeFile(a.path)) this.#removed("ip-file", a.path, id, reason, report);
-      });
+      if (await removeIpFileOf(a.dir, a.path, id, (ms) => this.#young(ms))) {
+        this.#removed("ip-file", a.path, id, reason, report);
+      }
     } catch (e) {
       this.#failed("ip-file", a.path, e, report);
     }

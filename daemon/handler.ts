@@ -19,6 +19,7 @@ import {
   gcNetworkList,
   getVersionInfo,
   type InvokeOptions,
+  type PluginExec,
   type RuntimeConf,
   statusNetworkList,
 } from "../cni/invoke.ts";
@@ -49,6 +50,7 @@ import type { GalaxyConfig } from "./config.ts";
 import { findNetworkInConfDir, type PodLike, resolveNetworks } from "./networks.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 import { firstIPv4, type PortMapper } from "./portmap.ts";
+import { describeFailure, type FailureReporter } from "./failure.ts";
 
 /** Annotation the daemon writes after a successful ADD (Multus' format). */
 export const NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status";
@@ -105,6 +107,15 @@ export interface HandlerContext {
   shuttingDown?: () => boolean;
   /** `--gc-grace-period`: GC leaves alone state younger than this (default {@linkcode GC_GRACE_MS}). */
   gcGraceMs?: number;
+  /** Receives every plugin process's duration (`galaxy_cni_plugin_duration_seconds`). */
+  pluginMetrics?: {
+    observePlugin(
+      labels: { network: string; plugin: string; verb: string; code: number },
+      seconds: number,
+    ): void;
+  };
+  /** Writes failed ADDs to their pods (Event and annotation) and clears them after a success. */
+  failures?: FailureReporter;
 }
 
 /** The reply to the shim. */
@@ -207,6 +218,8 @@ async function negotiateVersion(list: NetConfList, options: InvokeOptions): Prom
 /** A request as the daemon works on it: the CNI request from env, and the runtime's configuration. */
 interface ParsedRequest extends EnvRequest {
   config: Record<string, unknown>;
+  /** The plugin processes this request ran, in order (for the failure report). */
+  execs?: PluginExec[];
 }
 
 function parseWire(body: string): CniWireRequest {
@@ -259,7 +272,17 @@ function mergeArgs(...sets: [string, string][][]): [string, string][] {
 
 function invokeOptions(ctx: HandlerContext, req: ParsedRequest): InvokeOptions {
   // The state file holds every network's result (passed back as prevResult): no libcni cache beside it.
-  return { path: req.path, cacheDir: null, timeoutMs: ctx.pluginTimeoutMs, env: ctx.pluginEnv ?? {} };
+  const onPluginExec = (exec: PluginExec) => {
+    req.execs?.push(exec);
+    ctx.pluginMetrics?.observePlugin(exec, exec.seconds);
+  };
+  return {
+    path: req.path,
+    cacheDir: null,
+    timeoutMs: ctx.pluginTimeoutMs,
+    env: ctx.pluginEnv ?? {},
+    onPluginExec,
+  };
 }
 
 /** What the runtime side needs to run one stored network of the request's container. */
@@ -535,6 +558,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
         `pod ${namespace}/${name}: cannot write ${NETWORK_STATUS_ANNOTATION}: ${(e as Error).message}`,
       );
     }
+    ctx.failures?.clear({ namespace, name, annotations: pod.metadata?.annotations });
   }
   return { status: 200, body: JSON.stringify(merged) };
 }
@@ -680,6 +704,18 @@ export async function releaseFromState(ctx: HandlerContext, containerId: string)
   return true;
 }
 
+/** Puts a failed ADD on its pod (Event and annotation), off the request path; a pod-less ADD has none. */
+function reportAddFailure(ctx: HandlerContext, req: ParsedRequest, err: CniError, seconds: number): void {
+  const namespace = cniArg(req.args, "K8S_POD_NAMESPACE");
+  const name = cniArg(req.args, "K8S_POD_NAME");
+  if (!ctx.failures || !ctx.pods || !namespace || !name) return;
+  // Refused because the daemon is stopping: the runtime retries elsewhere in time, nothing is wrong with the pod.
+  if (err.code === ErrorCode.TryAgainLater && ctx.shuttingDown?.()) return;
+  const failure = describeFailure(err, req.execs ?? [], { containerId: req.containerId, seconds });
+  const uid = cniArg(req.args, "K8S_POD_UID");
+  void ctx.failures.report({ namespace, name, uid }, failure);
+}
+
 function errorReply(err: CniError, status: number): HandlerReply {
   return { status, body: JSON.stringify(err.toJSON()) };
 }
@@ -697,7 +733,13 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
     let reply: HandlerReply;
     switch (req.command) {
       case "ADD":
-        reply = await withContainerLock(req.containerId, () => cmdAdd(ctx, req));
+        req.execs = [];
+        try {
+          reply = await withContainerLock(req.containerId, () => cmdAdd(ctx, req));
+        } catch (e) {
+          reportAddFailure(ctx, req, asCniError(e), (performance.now() - started) / 1000);
+          throw e;
+        }
         break;
       case "DEL":
         reply = await withContainerLock(req.containerId, () => cmdDel(ctx, req));

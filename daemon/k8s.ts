@@ -9,6 +9,10 @@ import type { CoreV1Api, KubeConfig, V1Pod } from "@kubernetes/client-node";
 import { CniError, ErrorCode } from "../cni/spec.ts";
 import type { HandlerLog, PodSource } from "./handler.ts";
 import { NETWORK_STATUS_ANNOTATION } from "./handler.ts";
+import type { FailureWriter } from "./failure.ts";
+
+/** A repeated event (same pod, reason and message) within this long bumps the count of the one written. */
+const EVENT_SERIES_MS = 10 * 60_000;
 
 /** How to reach the apiserver: Galaxy's `--master` and `--kubeconfig`. */
 export interface ApiserverFlags {
@@ -23,15 +27,18 @@ export function isStandalone(flags: ApiserverFlags, env: Record<string, string |
   return !flags.master && !flags.kubeconfig && !env.KUBERNETES_SERVICE_HOST;
 }
 
-type ClientNode = typeof import("@kubernetes/client-node");
+/** The client-node module. */
+export type ClientNode = typeof import("@kubernetes/client-node");
 
-async function loadClientNode(): Promise<ClientNode> {
+/** Loads @kubernetes/client-node (by dynamic import: only the daemon pays for it). */
+export async function loadClientNode(): Promise<ClientNode> {
   // client-node pulls in punycode through node-fetch; silence its deprecation warning before it loads.
   (process as unknown as { noDeprecation: boolean }).noDeprecation = true;
   return await import("@kubernetes/client-node");
 }
 
-function kubeConfig(k8s: ClientNode, flags: ApiserverFlags): KubeConfig {
+/** The KubeConfig of `--kubeconfig` / `--master` / in-cluster. */
+export function kubeConfig(k8s: ClientNode, flags: ApiserverFlags): KubeConfig {
   const kc = new k8s.KubeConfig();
   if (flags.kubeconfig) {
     kc.loadFromFile(flags.kubeconfig);
@@ -68,7 +75,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** A {@linkcode PodSource} backed by the apiserver. */
-export class KubePodSource implements PodSource {
+export class KubePodSource implements PodSource, FailureWriter {
   readonly #api: CoreV1Api;
   readonly #kc: KubeConfig;
   readonly #k8s: ClientNode;
@@ -80,6 +87,7 @@ export class KubePodSource implements PodSource {
   #lastError = "";
   #watch?: AbortController;
   #loop?: Promise<void>;
+  readonly #events = new Map<string, { name: string; count: number; last: number }>();
   /** How long a missing pod is waited for. */
   notFoundWaitMs = 5000;
 
@@ -194,8 +202,67 @@ export class KubePodSource implements PodSource {
     return this.#synced ? [...this.#pods.values()] : undefined;
   }
 
-  /** Merge-patches one annotation (no resourceVersion, so nothing else is clobbered), retrying conflicts and server errors. */
-  async setAnnotation(namespace: string, name: string, key: string, value: string): Promise<void> {
+  /**
+   * Writes an Event on the pod (source `galaxy` on this node). The same reason and message again within ten
+   * minutes patches the count and time of the Event already written, as the kubelet's recorder does.
+   */
+  async recordPodEvent(
+    pod: { namespace: string; name: string; uid?: string },
+    event: { reason: string; message: string; type: "Warning" | "Normal" },
+  ): Promise<void> {
+    const now = new Date();
+    const key = `${pod.namespace}/${pod.name}\u0000${event.reason}\u0000${event.message}`;
+    const earlier = this.#events.get(key);
+    if (earlier && now.getTime() - earlier.last < EVENT_SERIES_MS) {
+      earlier.count++;
+      earlier.last = now.getTime();
+      const options = this.#k8s.setHeaderOptions("Content-Type", this.#k8s.PatchStrategy.MergePatch);
+      try {
+        await this.#api.patchNamespacedEvent({
+          name: earlier.name,
+          namespace: pod.namespace,
+          body: { count: earlier.count, lastTimestamp: now.toISOString() },
+        }, options);
+        return;
+      } catch (e) {
+        if (statusCode(e) !== 404) throw e;
+        // the Event expired meanwhile: write a new one
+      }
+    }
+    const name = `${pod.name}.${now.getTime().toString(16)}${
+      Math.floor(Math.random() * 0x1000).toString(16)
+    }`;
+    await this.#api.createNamespacedEvent({
+      namespace: pod.namespace,
+      body: {
+        metadata: { name, namespace: pod.namespace },
+        involvedObject: {
+          apiVersion: "v1",
+          kind: "Pod",
+          namespace: pod.namespace,
+          name: pod.name,
+          uid: pod.uid,
+        },
+        reason: event.reason,
+        message: event.message,
+        type: event.type,
+        source: { component: "galaxy", host: this.#node },
+        reportingComponent: "galaxy",
+        reportingInstance: this.#node,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      },
+    });
+    this.#events.set(key, { name, count: 1, last: now.getTime() });
+    for (const [k, v] of this.#events) if (now.getTime() - v.last >= EVENT_SERIES_MS) this.#events.delete(k);
+  }
+
+  /**
+   * Merge-patches one annotation (no resourceVersion, so nothing else is clobbered), retrying conflicts and
+   * server errors; `null` removes it.
+   */
+  async setAnnotation(namespace: string, name: string, key: string, value: string | null): Promise<void> {
     const body = { metadata: { annotations: { [key]: value } } };
     const options = this.#k8s.setHeaderOptions("Content-Type", this.#k8s.PatchStrategy.MergePatch);
     for (let attempt = 1;; attempt++) {

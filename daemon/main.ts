@@ -25,15 +25,25 @@ import {
   withContainerLock,
 } from "./handler.ts";
 import { KernelKeeper } from "./kernel.ts";
-import { isStandalone, KubePodSource } from "./k8s.ts";
+import { isStandalone, kubeConfig, KubePodSource, loadClientNode } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
-import { CniMetrics, Counters, describeExchange, serveMetrics } from "./metrics.ts";
+import { CniMetrics, Counters, describeExchange, renderPolicyMetrics, serveMetrics } from "./metrics.ts";
+import type { NetworkPolicyHandle } from "./policy/mod.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
 import { configureInProcessPlugins } from "../cni/in_process.ts";
 import { builtinPluginLoaders } from "../cli/executables.ts";
 import { Iptables } from "../netops/iptables.ts";
 import { PortMapper } from "./portmap.ts";
+import { type AuditContext, auditMetrics, type AuditReport, runAudit } from "./audit.ts";
+import { FailureReporter } from "./failure.ts";
+import { planPod } from "./plan.ts";
+import { DEFAULT_LOCK_DIR } from "../cni/plugins/kit/sriov_state.ts";
+import type { CriClient } from "./cri.ts";
+import type { GalaxyConfig } from "./config.ts";
+
+/** How often the daemon audits the node by itself, for the `galaxy_audit_*` metrics (report only). */
+const AUDIT_INTERVAL_MS = 5 * 60_000;
 
 /** How long the start-up port-mapping restore waits for the pod cache before it trusts the port files alone. */
 const RESTORE_SYNC_WAIT_MS = 10_000;
@@ -44,6 +54,44 @@ const SHUTDOWN_GRACE_MS = 20_000;
 /** The node name: `--hostname-override`, else `MY_NODE_NAME`, else the hostname; trimmed and lower-cased. */
 export function nodeName(flags: Pick<ServeFlags, "hostnameOverride">): string {
   return (flags.hostnameOverride || Deno.env.get("MY_NODE_NAME") || Deno.hostname()).trim().toLowerCase();
+}
+
+/**
+ * `--network-policy`: starts enforcement (it needs the apiserver). Without the flag, removes whatever `GLX-`
+ * chains and sets a previous run (ours or Go Galaxy's) left, best effort: a node without iptables or ipset
+ * has nothing to remove.
+ */
+async function startPolicy(
+  flags: ServeFlags,
+  options: { node: string; haveApiserver: boolean; iptables: Iptables },
+): Promise<NetworkPolicyHandle | undefined> {
+  const log = getLog("policy");
+  const { removePolicyState, startNetworkPolicy } = await import("./policy/mod.ts");
+  if (!flags.networkPolicy) {
+    try {
+      const removed = await removePolicyState(options.iptables);
+      if (removed.chainsDeleted || removed.setsDestroyed) {
+        log.info(
+          `--network-policy is off: removed ${removed.chainsDeleted} GLX- chains and ${removed.setsDestroyed} sets`,
+        );
+      }
+    } catch (e) {
+      log.v(2, `--network-policy is off; no policy state removed: ${(e as Error).message}`);
+    }
+    return undefined;
+  }
+  if (!options.haveApiserver) {
+    log.warn("--network-policy needs the apiserver: not enforced in standalone mode");
+    return undefined;
+  }
+  const k8s = await loadClientNode();
+  const handle = await startNetworkPolicy(k8s, kubeConfig(k8s, flags), {
+    node: options.node,
+    log,
+    iptables: options.iptables,
+  });
+  log.info("network policy: enforcing; the rules in force stay until the first sync after the watches list");
+  return handle;
 }
 
 /** Runs the daemon until a signal stops it; returns the exit code. */
@@ -70,7 +118,7 @@ export async function main(args: string[]): Promise<number> {
   // A long-lived process: namespace work goes to pooled setns workers, not an nsenter child per step.
   configureNetnsWorkers({ executor: "worker" });
   // Built-in plugins (and a built-in's delegate) run as functions here, not as a Deno process each.
-  configureInProcessPlugins(builtinPluginLoaders());
+  await configureInProcessPlugins(builtinPluginLoaders());
   const log = getLog("daemon");
   log.info(`starting ${versionLine()}`);
   const notInEffect = notInEffectWarning(flags);
@@ -78,7 +126,10 @@ export async function main(args: string[]): Promise<number> {
 
   let ctx: HandlerContext;
   let pods: KubePodSource | undefined;
+  let policy: NetworkPolicyHandle | undefined;
   let portmap: PortMapper | undefined;
+  let iptables: Iptables | undefined;
+  const metrics = new CniMetrics();
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
     const node = nodeName(flags);
@@ -93,7 +144,7 @@ export async function main(args: string[]): Promise<number> {
         getLog("k8s"),
       );
     }
-    const iptables = await Iptables.open({ backend: flags.iptablesBackend });
+    iptables = await Iptables.open({ backend: flags.iptablesBackend });
     log.info(`iptables backend: ${iptables.backend} (${iptables.commands.restore}; ${iptables.reason})`);
     portmap = new PortMapper({
       portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
@@ -112,19 +163,24 @@ export async function main(args: string[]): Promise<number> {
       return nodePods;
     }).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
     portmap.startPeriodic();
+    policy = await startPolicy(flags, { node, haveApiserver: pods !== undefined, iptables });
     ctx = {
       portmap,
       config,
       confDir: flags.networkConfDir,
       cniPaths: flags.cniPaths,
       stateDir: flags.stateDir,
-      pods,
+      // With policy on, a new pod's ADD returns once its rules are in the kernel.
+      pods: pods && policy ? policy.podSource(pods) : pods,
       log: getLog("cni"),
       pluginEnv: Deno.env.toObject(),
       gcGraceMs: flags.gcGracePeriodMs,
+      pluginMetrics: metrics,
+      failures: pods ? new FailureReporter(pods, getLog("cni")) : undefined,
     };
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
+    await policy?.close();
     await portmap?.close();
     await pods?.close();
     return 1;
@@ -135,7 +191,27 @@ export async function main(args: string[]): Promise<number> {
 
   let stopping = false;
   ctx.shuttingDown = () => stopping;
-  const metrics = new CniMetrics();
+  let lastAudit: AuditReport | undefined;
+  const auditContext = async (): Promise<AuditContext> => ({
+    stateDir: flags.stateDir,
+    ipDirs: flags.flannelAllocatedIpDir,
+    graceMs: flags.gcGracePeriodMs,
+    cri: await upkeep.cri,
+    pods,
+    iptables,
+    portmap,
+    portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
+    sriovDirs: sriovRecordDirs(ctx.config),
+    isBusy: isContainerBusy,
+    busyContainers,
+    withLock: withContainerLock,
+    releaseState: (id) => releaseFromState(ctx, id),
+  });
+  const audit = async (fix: boolean) => lastAudit = await runAudit(await auditContext(), { fix });
+  const auditTimer = setInterval(() => {
+    audit(false).catch((e) => log.warn(`audit: ${(e as Error).message}`));
+  }, AUDIT_INTERVAL_MS);
+  Deno.unrefTimer(auditTimer);
   const server = startServer({
     cni: async (body) => {
       const started = performance.now();
@@ -145,10 +221,16 @@ export async function main(args: string[]): Promise<number> {
       return reply;
     },
     notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
+    plan: (namespace, name, ifname) => planPod(ctx, namespace, name, ifname),
+    audit,
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);
   const metricsServer = flags.metricsAddress
-    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), { load: () => server.load(), counters })
+    ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), {
+      load: () => server.load(),
+      counters,
+      extra: () => auditMetrics(lastAudit) + (policy ? renderPolicyMetrics(policy.engine.counters) : ""),
+    })
     : undefined;
   if (metricsServer) log.info(`metrics on http://${flags.metricsAddress}/metrics`);
 
@@ -161,8 +243,11 @@ export async function main(args: string[]): Promise<number> {
   stopping = true;
   log.info(`${signal}: finishing in-flight requests (up to ${SHUTDOWN_GRACE_MS / 1000} s)`);
   await server.shutdown(SHUTDOWN_GRACE_MS);
+  clearInterval(auditTimer);
   await upkeep.stop();
+  await ctx.failures?.idle();
   await metricsServer?.shutdown();
+  await policy?.close();
   await portmap?.close();
   await pods?.close();
   // The setns workers end with the daemon rather than with Deno.exit, so none is killed in the middle of a step.
@@ -177,7 +262,7 @@ function startUpkeep(
   ctx: HandlerContext,
   pods: KubePodSource | undefined,
   counters: Counters,
-): { stop(): Promise<void> } {
+): { stop(): Promise<void>; cri: Promise<CriClient | undefined> } {
   const kernel = new KernelKeeper(flags, getLog("kernel"), { counters });
   kernel.start();
   const eni = flags.routeEni
@@ -227,10 +312,22 @@ function startUpkeep(
     return undefined;
   });
   return {
+    cri: gcStarted.then((s) => s?.cri),
     async stop() {
       const started = await gcStarted;
       await Promise.all([started?.gc.stop(), kernel.stop(), eni?.stop()]);
       started?.cri.close();
     },
   };
+}
+
+/** Where galaxy-k8s-sriov keeps its VF records for the networks of galaxy.json (read by the audit). */
+function sriovRecordDirs(config: GalaxyConfig): string[] {
+  const dirs = new Set<string>();
+  for (const conf of config.networks.values()) {
+    const c = conf as Record<string, unknown>;
+    if (c.type !== "galaxy-k8s-sriov") continue;
+    dirs.add(typeof c.lockDir === "string" && c.lockDir ? c.lockDir : DEFAULT_LOCK_DIR);
+  }
+  return [...dirs];
 }

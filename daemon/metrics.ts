@@ -12,6 +12,7 @@ const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 export class CniMetrics {
   readonly #requests = new Map<string, number>();
   readonly #latency = new Map<string, { buckets: number[]; sum: number; count: number }>();
+  readonly #plugins = new Map<string, { buckets: number[]; sum: number; count: number }>();
 
   /** Records one finished request: its verb, the CNI error code (0 for success) and its duration. */
   observe(verb: string, code: number, seconds: number): void {
@@ -19,6 +20,21 @@ export class CniMetrics {
     this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
     let h = this.#latency.get(verb);
     if (!h) this.#latency.set(verb, h = { buckets: BUCKETS.map(() => 0), sum: 0, count: 0 });
+    BUCKETS.forEach((b, i) => {
+      if (seconds <= b) h!.buckets[i]++;
+    });
+    h.sum += seconds;
+    h.count++;
+  }
+
+  /** Records one plugin process: its network, plugin type, verb, CNI error code (0 = success) and duration. */
+  observePlugin(
+    labels: { network: string; plugin: string; verb: string; code: number },
+    seconds: number,
+  ): void {
+    const key = [labels.network, labels.plugin, labels.verb, String(labels.code)].join("\u0000");
+    let h = this.#plugins.get(key);
+    if (!h) this.#plugins.set(key, h = { buckets: BUCKETS.map(() => 0), sum: 0, count: 0 });
     BUCKETS.forEach((b, i) => {
       if (seconds <= b) h!.buckets[i]++;
     });
@@ -47,6 +63,23 @@ export class CniMetrics {
       lines.push(`galaxy_cni_request_duration_seconds_bucket{verb="${verb}",le="+Inf"} ${h.count}`);
       lines.push(`galaxy_cni_request_duration_seconds_sum{verb="${verb}"} ${h.sum}`);
       lines.push(`galaxy_cni_request_duration_seconds_count{verb="${verb}"} ${h.count}`);
+    }
+    lines.push(
+      "# HELP galaxy_cni_plugin_duration_seconds Time one plugin process took, by network, plugin, verb and " +
+        "CNI error code (0 = success).",
+      "# TYPE galaxy_cni_plugin_duration_seconds histogram",
+    );
+    for (const [key, h] of [...this.#plugins].sort()) {
+      const [network, plugin, verb, code] = key.split("\u0000");
+      const l = `network="${escapeLabel(network)}",plugin="${
+        escapeLabel(plugin)
+      }",verb="${verb}",code="${code}"`;
+      BUCKETS.forEach((b, i) =>
+        lines.push(`galaxy_cni_plugin_duration_seconds_bucket{${l},le="${b}"} ${h.buckets[i]}`)
+      );
+      lines.push(`galaxy_cni_plugin_duration_seconds_bucket{${l},le="+Inf"} ${h.count}`);
+      lines.push(`galaxy_cni_plugin_duration_seconds_sum{${l}} ${h.sum}`);
+      lines.push(`galaxy_cni_plugin_duration_seconds_count{${l}} ${h.count}`);
     }
     lines.push(
       "# HELP galaxy_cni_requests_in_flight CNI requests being handled now.",
@@ -123,17 +156,80 @@ export function describeExchange(
   return { verb, code };
 }
 
+/** The network policy engine's counters, as `PolicyEngine.counters` holds them. */
+export interface PolicyMetricValues {
+  /** Full compiles applied. */
+  fullSyncs: number;
+  /** Pod events applied incrementally. */
+  incrementalSyncs: number;
+  /** Compiles or applies that failed (the last good state stayed). */
+  errors: number;
+  /** Seconds of the last full compile + apply. */
+  lastFullSeconds: number;
+  /** Seconds of the last incremental apply. */
+  lastIncrementalSeconds: number;
+  /** Chains in force. */
+  chains: number;
+  /** Sets in force. */
+  sets: number;
+}
+
+/** The Prometheus text of the network policy counters (`--network-policy`). */
+export function renderPolicyMetrics(c: PolicyMetricValues): string {
+  const metric = (
+    name: string,
+    type: string,
+    help: string,
+    value: number,
+  ) => [
+    `# HELP galaxy_network_policy_${name} ${help}`,
+    `# TYPE galaxy_network_policy_${name} ${type}`,
+    `galaxy_network_policy_${name} ${value}`,
+  ];
+  return [
+    ...metric("full_syncs_total", "counter", "Full compiles applied to the kernel.", c.fullSyncs),
+    ...metric(
+      "incremental_syncs_total",
+      "counter",
+      "Pod events applied member by member.",
+      c.incrementalSyncs,
+    ),
+    ...metric(
+      "sync_errors_total",
+      "counter",
+      "Compiles or applies that failed; the last good state stayed.",
+      c.errors,
+    ),
+    ...metric(
+      "last_full_sync_seconds",
+      "gauge",
+      "Duration of the last full compile and apply.",
+      c.lastFullSeconds,
+    ),
+    ...metric(
+      "last_incremental_sync_seconds",
+      "gauge",
+      "Duration of the last incremental apply.",
+      c.lastIncrementalSeconds,
+    ),
+    ...metric("chains", "gauge", "GLX- chains in force.", c.chains),
+    ...metric("sets", "gauge", "GLX- ipsets in force.", c.sets),
+  ].join("\n") + "\n";
+}
+
 /** Serves `/metrics` on `hostname:port` until the returned server is shut down. */
 export function serveMetrics(
   metrics: CniMetrics,
   address: { hostname: string; port: number },
-  options: { load: () => { active: number; queued: number }; counters?: Counters },
+  options: { load: () => { active: number; queued: number }; counters?: Counters; extra?: () => string },
 ): Deno.HttpServer<Deno.NetAddr> {
   return Deno.serve(
     { hostname: address.hostname || "0.0.0.0", port: address.port, onListen: () => {} },
     (req) => {
       if (new URL(req.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
-      return new Response(metrics.render(options.load()) + (options.counters?.render() ?? ""), {
+      const text = metrics.render(options.load()) + (options.counters?.render() ?? "") +
+        (options.extra?.() ?? "");
+      return new Response(text, {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });
     },

@@ -274,6 +274,19 @@ export class PortMapper {
     });
   }
 
+  /**
+   * Deletes `KUBE-HP-*` chains no mapping held now uses, in the same restore that rebuilds KUBE-HOSTPORTS
+   * (as the start-up restore does); a chain a live mapping uses is kept whatever the caller thought.
+   */
+  removeStaleChains(chains: string[]): Promise<void> {
+    return this.#serial(() => this.#apply(chains));
+  }
+
+  /** The `KUBE-HP-*` chains of the mappings held now. */
+  liveChains(): Set<string> {
+    return new Set(this.#allPorts().map(hostportChainName));
+  }
+
   /** Releases what a pod restored without a port file holds (`pod:<ns>/<name>`), if anything. */
   releasePod(namespace: string, name: string): Promise<void> {
     const key = `pod:${namespace}/${name}`;

@@ -1,6 +1,7 @@
 /**
- * The daemon's HTTP layer on its unix socket: `POST /cni` (Galaxy's wire format), `GET /healthz` and
- * `GET /readyz`. It bounds how many CNI requests run at once (the rest wait in line) and shuts down cleanly.
+ * The daemon's HTTP layer on its unix socket: `POST /cni` (Galaxy's wire format), `GET /healthz`,
+ * `GET /readyz`, `GET /plan?namespace=&name=` (`galaxy plan`) and `GET /audit` / `POST /audit?fix=true`
+ * (`galaxy audit`). It bounds how many CNI requests run at once (the rest wait in line) and shuts down cleanly.
  * @module
  */
 
@@ -10,6 +11,10 @@ export interface ServerHandlers {
   cni(body: string): Promise<{ status: number; body: string }>;
   /** Why the daemon is not ready, or `undefined` when it is. */
   notReadyReason(): string | undefined;
+  /** The plan of a pod (daemon/plan.ts), as a JSON-able object. */
+  plan?(namespace: string, name: string, ifname: string): Promise<unknown>;
+  /** One audit (daemon/audit.ts), fixing orphans when `fix`. */
+  audit?(fix: boolean): Promise<unknown>;
 }
 
 /** Options of {@linkcode startServer}. */
@@ -92,6 +97,23 @@ export function startServer(handlers: ServerHandlers, options: ServerOptions): R
     if (url.pathname === "/readyz" && req.method === "GET") {
       const reason = stopping ? "shutting down" : handlers.notReadyReason();
       return reason ? new Response(`not ready: ${reason}\n`, { status: 503 }) : new Response("ok\n");
+    }
+    if (url.pathname === "/plan" && handlers.plan) {
+      if (req.method !== "GET") return new Response("use GET\n", { status: 405 });
+      const namespace = url.searchParams.get("namespace") ?? "";
+      const name = url.searchParams.get("name") ?? "";
+      if (!namespace || !name) {
+        return new Response("plan: namespace and name are required\n", { status: 400 });
+      }
+      return json(200, await handlers.plan(namespace, name, url.searchParams.get("ifname") || "eth0"));
+    }
+    if (url.pathname === "/audit" && handlers.audit) {
+      const fix = url.searchParams.get("fix") === "true";
+      // A GET never changes the node: fixing needs POST.
+      if (req.method !== (fix ? "POST" : "GET") && !(req.method === "POST" && !fix)) {
+        return new Response(fix ? "audit: fix=true needs POST\n" : "use GET or POST\n", { status: 405 });
+      }
+      return json(200, await handlers.audit(fix));
     }
     if (url.pathname !== "/cni") return new Response("not found\n", { status: 404 });
     if (req.method !== "POST") return new Response("use POST\n", { status: 405 });

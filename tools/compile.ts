@@ -1,42 +1,118 @@
 /**
- * `deno task compile [--dry-run]`: builds `dist/galaxy`, the one executable, with `deno compile`, the
- * permissions of {@linkcode PERMISSION_FLAGS} and the version, git commit and build time stamped in.
+ * `deno task compile [--output PATH] [--dry-run]`: builds `dist/galaxy`, the one executable.
  *
- * The sources are staged in `dist/.stage` with `cli/build_info.ts` rewritten, so the checkout is never
- * modified. `deno compile` needs Deno's `denort` runtime for this platform: it downloads one from Deno's release
- * server, or uses the file named by `DENORT_BIN`. `--dry-run` prints the command instead of running it.
+ * All steps are driven by one deno: `DENO_COMPILE_CLI` when set (the compile toolchain of
+ * `../shared/tools/compile-toolchain.sh` sets it, with the matching `DENORT_BIN`), else the deno running this
+ * script (the pinned one, which downloads its official denort where Deno's release server is reachable).
+ * 1. Stage: the sources are copied to a temporary folder outside the checkout, with `cli/build_info.ts`
+ *    rewritten (version, git commit, build time), so the checkout is never modified.
+ * 2. Vendor: the npm packages of `deno.json` are bundled (`deno bundle --code-splitting --minify`) into plain
+ *    ES modules, one entry per package with shared chunks, so only the code they import goes in, not their
+ *    whole folders. The staged `deno.json` maps each package name to its bundle and has nothing else.
+ * 3. Compile: `deno compile` of the staged `main.ts` with {@linkcode PERMISSION_FLAGS}, with neither
+ *    `package.json` nor `node_modules` in sight, so nothing but the module graph (and the netns worker, which
+ *    is started from a URL and so is named by `--include`) is embedded.
+ *
+ * Galaxy's own modules stay separate modules: every `import()` of `main.ts` still loads only its mode (the shim
+ * and plugins never load the Kubernetes client or the daemon), and stack frames, and with them the file:line
+ * of every log line and `--vmodule`, name the source files as they do when run from source.
+ *
+ * `deno compile` needs Deno's `denort` runtime of its own version for this platform: it downloads one from
+ * Deno's release server, or uses the file named by `DENORT_BIN`. The new executable is run once
+ * (`galaxy version`) before this reports success: a denort of another version gives a file that cannot start.
+ * `--dry-run` prints the commands instead.
  * @module
  */
+import { parseArgs } from "node:util";
 import { GALAXY_VERSION } from "../cli/build_info.ts";
-import { PERMISSION_FLAGS } from "./permissions.ts";
+import { PERMISSION_FLAGS } from "../cli/permissions.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/+$/, "");
-const STAGED = [
-  "main.ts",
-  "mod.ts",
-  "deno.json",
-  "deno.lock",
-  "package.json",
-  "cli",
-  "cni",
-  "daemon",
-  "netops",
-  "tools",
-];
+/**
+ * What the executable may be made from (it embeds only what main.ts imports); tests, docs, deploy and the
+ * build-time `tools/` stay out.
+ */
+const STAGED = ["main.ts", "mod.ts", "cli", "cni", "daemon", "netops"];
+/** Started as a worker from a URL, so not in the module graph. */
+const WORKER = "netops/netns_worker.ts";
 
-/** The `deno compile` arguments for sources staged in `stage`, writing `output`. */
-export function compileArgs(stage: string, output: string): string[] {
+/** The folders one build uses. */
+export interface BuildDirs {
+  /** Staged copy of the sources, with its own deno.json. */
+  stage: string;
+  /** Entry modules of the npm packages, for the bundler. */
+  vendorSrc: string;
+  /** The executable written. */
+  output: string;
+}
+
+/** An npm package of deno.json: its import name and the file its bundle is written to. */
+export interface VendoredPackage {
+  /** The bare specifier the sources import, e.g. `@kubernetes/client-node`. */
+  name: string;
+  /** The bundle's file name in `vendor/`, e.g. `kubernetes__client-node.js`. */
+  file: string;
+}
+
+/** The npm packages named by the checkout's deno.json `imports`. */
+export function vendoredPackages(denoJson: { imports?: Record<string, string> }): VendoredPackage[] {
+  return Object.entries(denoJson.imports ?? {})
+    .filter(([, target]) => target.startsWith("npm:"))
+    .map(([name]) => ({ name, file: `${name.replace(/^@/, "").replace(/[^A-Za-z0-9.-]/g, "__")}.js` }));
+}
+
+/**
+ * The entry module for one package's bundle. An ES module package is re-exported as it is; a CommonJS one
+ * (its namespace has `module.exports`) has no static names for the bundler to carry, so they are listed.
+ */
+export function vendorEntry(name: string, exportNames: string[]): string {
+  const spec = JSON.stringify(name);
+  if (!exportNames.includes("module.exports")) {
+    return `export * from ${spec};\n` +
+      (exportNames.includes("default") ? `export { default } from ${spec};\n` : "");
+  }
+  const names = exportNames.filter((n) => n !== "default" && /^[A-Za-z_$][\w$]*$/.test(n));
+  return `import * as m from ${spec};\nexport const { ${
+    names.join(", ")
+  } } = m;\nexport default m.default;\n`;
+}
+
+/** The `deno bundle` arguments: one entry per npm package, shared code in chunks, minified. */
+export function bundleArgs(dirs: BuildDirs, packages: VendoredPackage[]): string[] {
+  return [
+    "bundle",
+    "--quiet",
+    "--frozen",
+    "--config",
+    `${REPO}/deno.json`,
+    "--platform",
+    "deno",
+    "--code-splitting",
+    "--minify",
+    // Class names survive (error names in logs, libraries that check constructor names).
+    "--keep-names",
+    "--outdir",
+    `${dirs.stage}/vendor`,
+    ...packages.map((p) => `${dirs.vendorSrc}/${p.file.replace(/\.js$/, ".ts")}`),
+  ];
+}
+
+/** The `deno compile` arguments: the staged main.ts with the one set of permission flags. */
+export function compileArgs(dirs: BuildDirs): string[] {
   return [
     "compile",
     "--quiet",
-    "--frozen",
+    "--no-lock",
+    // `deno task check` type-checks the sources; the vendored bundles carry no types.
+    "--no-check",
+    "--config",
+    `${dirs.stage}/deno.json`,
     ...PERMISSION_FLAGS,
-    // Loaded by path at run time (node:worker_threads), so the module graph does not show it.
     "--include",
-    `${stage}/netops/netns_worker.ts`,
+    `${dirs.stage}/${WORKER}`,
     "--output",
-    output,
-    `${stage}/main.ts`,
+    dirs.output,
+    `${dirs.stage}/main.ts`,
   ];
 }
 
@@ -63,50 +139,162 @@ async function copyTree(from: string, to: string): Promise<void> {
   for await (const e of Deno.readDir(from)) await copyTree(`${from}/${e.name}`, `${to}/${e.name}`);
 }
 
-async function stage(dir: string): Promise<void> {
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
-  await Deno.mkdir(dir, { recursive: true });
-  for (const entry of STAGED) await copyTree(`${REPO}/${entry}`, `${dir}/${entry}`);
-  await Deno.symlink(`${REPO}/node_modules`, `${dir}/node_modules`);
-  const commit = gitCommit();
-  await Deno.writeTextFile(
-    `${dir}/cli/build_info.ts`,
-    `/** Stamped by deno task compile. */\nexport const GALAXY_VERSION = ${
-      JSON.stringify(GALAXY_VERSION)
-    };\n` +
-      `/** The git commit the executable was built from. */\n` +
-      `export const BUILD_COMMIT: string | null = ${JSON.stringify(commit)};\n` +
-      `/** When the executable was built. */\n` +
-      `export const BUILD_TIME: string | null = ${JSON.stringify(new Date().toISOString())};\n`,
-  );
+/** The text of `cli/build_info.ts` in the staged copy. */
+export function buildInfoText(commit: string | null, time: Date): string {
+  return `/** Stamped by deno task compile. */\nexport const GALAXY_VERSION = ${
+    JSON.stringify(GALAXY_VERSION)
+  };\n` +
+    `/** The git commit the executable was built from. */\n` +
+    `export const BUILD_COMMIT: string | null = ${JSON.stringify(commit)};\n` +
+    `/** When the executable was built. */\n` +
+    `export const BUILD_TIME: string | null = ${JSON.stringify(time.toISOString())};\n`;
+}
+
+/** The names a package exports, as the deno of this build sees them. */
+async function exportNamesOf(name: string): Promise<string[]> {
+  const code = `console.log(JSON.stringify(Object.keys(await import(${JSON.stringify(name)}))))`;
+  const r = await new Deno.Command(compilerDeno(), {
+    args: ["eval", "--quiet", "--frozen", "--config", `${REPO}/deno.json`, code],
+    env: { NO_COLOR: "1", DENO_TLS_CA_STORE: caStore() },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!r.success) throw new Error(`cannot load ${name}: ${new TextDecoder().decode(r.stderr).trim()}`);
+  return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
+}
+
+async function stage(dirs: BuildDirs, packages: VendoredPackage[]): Promise<void> {
+  await Deno.mkdir(dirs.stage, { recursive: true });
+  for (const entry of STAGED) await copyTree(`${REPO}/${entry}`, `${dirs.stage}/${entry}`);
+  await Deno.writeTextFile(`${dirs.stage}/cli/build_info.ts`, buildInfoText(gitCommit(), new Date()));
+  await Deno.mkdir(dirs.vendorSrc, { recursive: true });
+  for (const p of packages) {
+    await Deno.writeTextFile(
+      `${dirs.vendorSrc}/${p.file.replace(/\.js$/, ".ts")}`,
+      vendorEntry(p.name, await exportNamesOf(p.name)),
+    );
+  }
+  const imports = Object.fromEntries(packages.map((p) => [p.name, `./vendor/${p.file}`]));
+  await Deno.writeTextFile(`${dirs.stage}/deno.json`, JSON.stringify({ imports }, null, 2) + "\n");
+}
+
+/** What esbuild's require helper throws when a bundled CommonJS module requires something and `require` is not defined. */
+const REQUIRE_HELPER_MARK = 'Dynamic require of "';
+/** A `require` for that helper: the one Deno gives CommonJS code (Node's built-ins). */
+const REQUIRE_PRELUDE =
+  'import{createRequire as __galaxyCreateRequire}from"node:module";const require=__galaxyCreateRequire(import.meta.url);\n';
+
+/**
+ * Gives the bundled CommonJS code its `require`. Unminified, `deno bundle` replaces esbuild's helper with
+ * `createRequire(import.meta.url)`; with `--minify` (deno 2.7 and 2.9) it leaves the helper that throws, so the
+ * chunk holding the helper gets a module-level `require` instead. Returns the files changed.
+ */
+export async function provideRequire(vendorDir: string): Promise<string[]> {
+  const changed: string[] = [];
+  for await (const e of Deno.readDir(vendorDir)) {
+    if (!e.isFile || !e.name.endsWith(".js")) continue;
+    const path = `${vendorDir}/${e.name}`;
+    const text = await Deno.readTextFile(path);
+    if (!text.includes(REQUIRE_HELPER_MARK)) continue;
+    if (/\b(?:var|let|const|function)\s+require\b/.test(text)) {
+      throw new Error(`${e.name} both declares require and uses esbuild's require helper`);
+    }
+    await Deno.writeTextFile(path, REQUIRE_PRELUDE + text);
+    changed.push(e.name);
+  }
+  return changed;
+}
+
+/** deno bundle fetches its esbuild from the npm registry: trust the machine's CA store too, as npm does. */
+function caStore(): string {
+  return Deno.env.get("DENO_TLS_CA_STORE") ?? "mozilla,system";
+}
+
+/** The deno that bundles and compiles. */
+export function compilerDeno(): string {
+  return Deno.env.get("DENO_COMPILE_CLI") || Deno.execPath();
+}
+
+async function run(args: string[], env: Record<string, string> = {}): Promise<void> {
+  const r = await new Deno.Command(compilerDeno(), { args, env, stdout: "inherit", stderr: "piped" })
+    .output();
+  if (!r.success) {
+    throw new Error(`deno ${args[0]} failed:\n${new TextDecoder().decode(r.stderr).trim()}`);
+  }
+}
+
+/** Runs `galaxy version` from the new executable; a denort of another deno version fails here. */
+async function smokeTest(output: string): Promise<void> {
+  const r = await new Deno.Command(output, {
+    args: ["version"],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(r.stdout).trim();
+  if (!r.success || !text.startsWith("galaxy ")) {
+    await Deno.remove(output).catch(() => {});
+    throw new Error(
+      `the new executable does not start (${new TextDecoder().decode(r.stderr).trim().split("\n")[0]}); ` +
+        `is DENORT_BIN (${Deno.env.get("DENORT_BIN") ?? "unset"}) the denort of ${compilerDeno()}'s version?`,
+    );
+  }
+}
+
+/** Stages, bundles and compiles into `output`; returns its size in bytes. */
+export async function build(output: string): Promise<number> {
+  const tmp = await Deno.makeTempDir({ prefix: "galaxy-compile-" });
+  const dirs: BuildDirs = { stage: `${tmp}/src`, vendorSrc: `${tmp}/vendor-src`, output };
+  try {
+    const packages = vendoredPackages(JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`)));
+    await stage(dirs, packages);
+    await run(bundleArgs(dirs, packages), { DENO_TLS_CA_STORE: caStore() });
+    await provideRequire(`${dirs.stage}/vendor`);
+    await Deno.mkdir(output.slice(0, output.lastIndexOf("/")) || "/", { recursive: true });
+    try {
+      await run(compileArgs(dirs));
+    } catch (e) {
+      throw new Error(
+        `${(e as Error).message}\ndeno compile needs Deno's denort runtime of its own version for this ` +
+          "platform, which it downloads from Deno's release server; where that is unreachable, set DENORT_BIN " +
+          `to the path of a denort binary of that version (see README, "Building the executable").`,
+      );
+    }
+    await smokeTest(output);
+    return (await Deno.stat(output)).size;
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
 }
 
 if (import.meta.main) {
-  const dryRun = Deno.args.includes("--dry-run");
-  const unknown = Deno.args.filter((a) => a !== "--dry-run");
-  if (unknown.length) {
-    console.error(`usage: deno task compile [--dry-run]   (unknown: ${unknown.join(" ")})`);
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: Deno.args,
+      strict: true,
+      options: {
+        output: { type: "string", default: `${REPO}/dist/galaxy` },
+        "dry-run": { type: "boolean", default: false },
+      },
+    }));
+  } catch (e) {
+    console.error(`${(e as Error).message}\nusage: deno task compile [--output PATH] [--dry-run]`);
     Deno.exit(2);
   }
-  const stageDir = `${REPO}/dist/.stage`;
-  const output = `${REPO}/dist/galaxy`;
-  const args = compileArgs(stageDir, output);
-  if (dryRun) {
-    console.log([Deno.execPath(), ...args].join(" "));
+  const output = values.output.startsWith("/") ? values.output : `${Deno.cwd()}/${values.output}`;
+  if (values["dry-run"]) {
+    const dirs = { stage: "$STAGE", vendorSrc: "$VENDOR_SRC", output };
+    const packages = vendoredPackages(JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`)));
+    console.log([compilerDeno(), ...bundleArgs(dirs, packages)].join(" "));
+    console.log([compilerDeno(), ...compileArgs(dirs)].join(" "));
     Deno.exit(0);
   }
-  await stage(stageDir);
-  const result = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "piped" })
-    .output();
-  await Deno.remove(stageDir, { recursive: true }).catch(() => {});
-  if (!result.success) {
-    console.error(new TextDecoder().decode(result.stderr).trim());
-    console.error(
-      `deno compile failed. It needs Deno's denort runtime (${Deno.version.deno}) for this platform, which it ` +
-        "downloads from Deno's release server; where that is unreachable, set DENORT_BIN to the path of a denort " +
-        `binary of Deno ${Deno.version.deno}.`,
-    );
+  try {
+    const size = await build(output);
+    console.log(`${output} (${(size / 1e6).toFixed(1)} MB, built by ${compilerDeno()})`);
+  } catch (e) {
+    console.error(`deno task compile: ${(e as Error).message}`);
     Deno.exit(1);
   }
-  console.log(output);
 }

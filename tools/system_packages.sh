@@ -2,7 +2,10 @@
 # Makes sure the Debian packages that Galaxy's demo and tests need are installed: as root it installs the
 # missing ones with apt-get; otherwise it prints the exact command and goes on (kernel tests then skip).
 set -euo pipefail
-packages=(iproute2 iptables ipset iputils-arping iputils-ping util-linux containernetworking-plugins)
+# mmdebstrap builds the DaemonSet image (deploy/image/), containerd imports it in tests/image/, GNU time
+# measures peak memory in `deno task bench`.
+packages=(iproute2 iptables ipset iputils-arping iputils-ping util-linux containernetworking-plugins
+  mmdebstrap containerd time)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then missing+=("$p"); fi

@@ -1,15 +1,19 @@
 /**
  * `deno task bench`: Galaxy's own pod path against the Go Galaxy's plugin chain (issue 14) and Debian's bridge
  * + host-local, interleaved in one run (`tests/bench/driver.ts`), each target of the issue printed met or
- * missed. Needs root; everything happens in namespaces it makes and removes, and every file is under the
- * bench's temp folder. `BENCH_PODS` (default 40 sequential pods), `BENCH_RUNS` (default 3; figures are the
- * median of the runs' p50/p99), `BENCH_BURST` (default 200), `BENCH_GO_BIN` (the Go binaries, default
+ * missed; then the network policy scale targets (`tests/bench/policy.ts`) and the compiled executable
+ * against an empty compiled program (`./compiled.ts`; `deno task bench compiled` runs only that part).
+ * Needs root; everything happens in namespaces it makes and removes, and every file is under the bench's
+ * temp folder. `BENCH_PODS` (default 40 sequential pods), `BENCH_RUNS` (default 3; figures are the median
+ * of the runs' p50/p99), `BENCH_BURST` (default 200), `BENCH_GO_BIN` (the Go binaries, default
  * `/work/shared/reference/gogalaxy-bin`; the Go target is skipped with a note where they are absent).
  * @module
  */
 import { launcherDir, REPO_ROOT } from "../helpers/launchers.ts";
 import { kernelSkipReason, withLab } from "../helpers/netns.ts";
 import { startDaemon } from "../helpers/daemon.ts";
+import { compiledSection, printRows } from "./compiled.ts";
+import { benchPolicy, printPolicyRows } from "./policy.ts";
 import { rssKiB } from "./rss.ts";
 
 const PODS = Number(Deno.env.get("BENCH_PODS") ?? 40);
@@ -193,6 +197,8 @@ async function main(): Promise<number> {
       await daemon.process.stop("SIGTERM");
     }
   });
+  // Network policy at scale (tests/bench/policy.ts): compile + apply, and single pod events.
+  failed += printPolicyRows(await benchPolicy());
   return failed ? 1 : 0;
 }
 
@@ -315,4 +321,18 @@ function report(
   return missed;
 }
 
-if (import.meta.main) Deno.exit(await main());
+async function compiled(): Promise<number> {
+  const { rows, note } = await compiledSection();
+  console.log(`\nGalaxy compiled executable: ${note}`);
+  return printRows(rows);
+}
+
+if (import.meta.main) {
+  const only = Deno.args[0];
+  if (only !== undefined && only !== "compiled") {
+    console.error(`usage: deno task bench [compiled]   (unknown: ${only})`);
+    Deno.exit(2);
+  }
+  const missed = (only === "compiled" ? 0 : await main()) + await compiled();
+  Deno.exit(missed ? 1 : 0);
+}

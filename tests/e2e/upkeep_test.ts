@@ -8,11 +8,11 @@ import {
   startFakeApiserver,
 } from "../helpers/daemon.ts";
 import { type FakeCri, startFakeCri } from "../helpers/fake_cri.ts";
-import { REPO_ROOT } from "../helpers/launchers.ts";
+import { grpcSkipReason, REPO_ROOT } from "../helpers/launchers.ts";
 import { kernelSkipReason, type Lab, type Netns, pathExists, withLab } from "../helpers/netns.ts";
 
-function e2eTest(name: string, fn: () => Promise<void>): void {
-  const reason = kernelSkipReason();
+function e2eTest(name: string, fn: () => Promise<void>, needsCri = false): void {
+  const reason = kernelSkipReason() ?? (needsCri ? grpcSkipReason() : undefined);
   if (reason) console.log(`skipping "${name}": ${reason}`);
   // The fake runtime (grpc-js) runs in this process and keeps channel timers briefly after it stops.
   Deno.test({ name, ignore: reason !== undefined, sanitizeOps: false, sanitizeResources: false, fn });
@@ -208,6 +208,7 @@ e2eTest(
       }
     });
   },
+  true,
 );
 
 e2eTest(

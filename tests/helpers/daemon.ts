@@ -91,12 +91,18 @@ export interface FakeApiserver {
   kubeconfig: string;
   /** Stores (creates or replaces) a pod. */
   putPod(pod: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Stores a namespace or a networkpolicy. */
+  putObject(kind: "namespaces" | "networkpolicies", obj: Record<string, unknown>): Promise<unknown>;
+  /** Deletes a namespace (`namespace` "-") or a networkpolicy. */
+  deleteObject(kind: "namespaces" | "networkpolicies", namespace: string, name: string): Promise<unknown>;
   /** Removes a pod (watchers get DELETED). */
   deletePod(namespace: string, name: string): Promise<unknown>;
   /** The PATCH bodies it received. */
   patches(): Promise<
     { namespace: string; name: string; body: { metadata: { annotations: Record<string, string> } } }[]
   >;
+  /** The Events it stores (created, then merge-patched). */
+  events(): Promise<Record<string, unknown>[]>;
   /** The process. */
   process: Started;
 }
@@ -155,8 +161,11 @@ current-context: fake
     kubeconfig,
     process,
     putPod: (pod) => call("PUT", "/pods", pod),
+    putObject: (kind, obj) => call("PUT", `/objects/${kind}`, obj),
+    deleteObject: (kind, ns, name) => call("DELETE", `/objects/${kind}/${ns}/${name}`),
     deletePod: (namespace, name) => call("DELETE", `/pods/${namespace}/${name}`),
     patches: () => call("GET", "/patches"),
+    events: () => call("GET", "/events"),
   };
 }
 

@@ -13,7 +13,7 @@ import { configureNetnsWorkers, shutdownNetnsWorkers } from "../../netops/netns.
 
 async function main(name: string): Promise<number> {
   configureNetnsWorkers({ executor: "worker" });
-  configureInProcessPlugins(builtinPluginLoaders());
+  await configureInProcessPlugins(builtinPluginLoaders());
   const env = Deno.env.toObject();
   const stdin = new TextDecoder().decode(await new Response(Deno.stdin.readable).arrayBuffer());
   if (!inProcessPluginNames().includes(name)) {

@@ -3,7 +3,7 @@
  * whose fields the Kubernetes API types know, every `galaxy serve` / `galaxy install` flag is one the
  * executable accepts and lists in its help, every mounted path is one the code uses, the embedded
  * 00-galaxy.conf and galaxy.json equal the files and the code's text, and the RBAC is exactly what
- * daemon/k8s.ts calls.
+ * daemon/k8s.ts and daemon/policy/watch.ts call.
  * @module
  */
 import assert from "node:assert/strict";
@@ -365,7 +365,7 @@ Deno.test("deploy: the ConfigMaps hold exactly deploy/galaxy.json and deploy/00-
   assert.equal(cni.data["00-galaxy.conf"], cniConf);
 });
 
-Deno.test("deploy: RBAC grants only what daemon/k8s.ts calls, to the DaemonSet's ServiceAccount", async () => {
+Deno.test("deploy: RBAC grants only what daemon/k8s.ts and daemon/policy/watch.ts call, to the DaemonSet's ServiceAccount", async () => {
   const objects = await manifests();
   const triples = (rules: Obj[]) =>
     rules.flatMap((rule) => {
@@ -374,10 +374,17 @@ Deno.test("deploy: RBAC grants only what daemon/k8s.ts calls, to the DaemonSet's
         (rule.resources as string[]).flatMap((r) => (rule.verbs as string[]).map((v) => `${g}/${r}:${v}`))
       );
     });
-  // The pod cache (list + watch with fieldSelector spec.nodeName), the GET fallback, the network-status
-  // annotation's merge patch.
-  const required = ["/pods:get", "/pods:list", "/pods:watch", "/pods:patch"];
-  // Only with --network-policy (a later issue): namespaces and networkpolicies are watched.
+  // The pod cache (list + watch with fieldSelector spec.nodeName), the GET fallback, the network-status and
+  // network-failure annotations' merge patches, a failed ADD's Event (created, its count patched).
+  const required = [
+    "/pods:get",
+    "/pods:list",
+    "/pods:watch",
+    "/pods:patch",
+    "/events:create",
+    "/events:patch",
+  ];
+  // With --network-policy: namespaces and networkpolicies are listed and watched, and nothing else.
   const policy = [
     "/namespaces:list",
     "/namespaces:watch",
@@ -389,6 +396,15 @@ Deno.test("deploy: RBAC grants only what daemon/k8s.ts calls, to the DaemonSet's
   assert.equal(new Set(granted).size, granted.length, "no rule repeats another");
   for (const t of required) assert.ok(granted.includes(t), `ClusterRole galaxy lacks ${t}`);
   for (const t of granted) assert.ok([...required, ...policy].includes(t), `ClusterRole galaxy grants ${t}`);
+  const args: string[] = only(objects, "DaemonSet").spec.template.spec.containers[0].args;
+  const enforcing = args.some((a) => a === "--network-policy" || a === "--network-policy=true");
+  for (const t of policy) {
+    assert.equal(
+      granted.includes(t),
+      enforcing,
+      `${t} must be granted exactly when --network-policy is passed`,
+    );
+  }
 
   const sa = only(objects, "ServiceAccount", "galaxy");
   const binding = only(objects, "ClusterRoleBinding");

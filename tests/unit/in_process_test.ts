@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { configureInProcessPlugins } from "../../cni/in_process.ts";
-import { clearVersionCache, execVerb, getVersionInfo } from "../../cni/invoke.ts";
+import { clearVersionCache, execVerb, getVersionInfo, runPluginFile } from "../../cni/invoke.ts";
 import type { Plugin } from "../../cni/skel.ts";
 import { CniError } from "../../cni/version.ts";
 
@@ -31,7 +31,7 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   try {
     await fn(dir);
   } finally {
-    configureInProcessPlugins({});
+    await configureInProcessPlugins({});
     clearVersionCache();
     await Deno.remove(dir, { recursive: true });
   }
@@ -82,7 +82,7 @@ Deno.test("a registered built-in runs in process with the executable's environme
     };
     // Unregistered: the executable runs (and fails with its marker error).
     await assert.rejects(execVerb("ADD", conf, rt, { path: [dir], env: { KEEP: "1" } }), /executed/);
-    configureInProcessPlugins({ "builtin-x": () => Promise.resolve(plugin) });
+    await configureInProcessPlugins({ "builtin-x": () => Promise.resolve(plugin) });
     const result = await execVerb("ADD", conf, rt, { path: [dir], env: { KEEP: "1", CNI_IFNAME: "no" } });
     assert.deepEqual(result?.ips, [{ address: "198.18.0.5/24" }]);
     assert.deepEqual(seen.config, conf);
@@ -105,7 +105,7 @@ Deno.test("an in-process built-in fails like its executable: the error object, a
       add: () => Promise.reject(new CniError(11, "try again", "later")),
       del: () => new Promise<void>((resolve) => setTimeout(() => (resolve(), finish()), 150)),
     };
-    configureInProcessPlugins({ "builtin-x": () => Promise.resolve(plugin) });
+    await configureInProcessPlugins({ "builtin-x": () => Promise.resolve(plugin) });
     await assert.rejects(execVerb("ADD", conf, rt, { path: [dir] }), (e: unknown) => {
       assert.ok(e instanceof CniError);
       assert.equal(e.code, 11);
@@ -118,6 +118,46 @@ Deno.test("an in-process built-in fails like its executable: the error object, a
       return true;
     });
     await done;
+    assert.deepEqual(await calls(dir), []);
+  });
+});
+
+Deno.test("an in-process call's log lines are its stderr, a delegate's its own, not this process's", async () => {
+  await withDir(async (dir) => {
+    await writeRecorder(dir, "builtin-x");
+    await writeRecorder(dir, "builtin-y");
+    const inner: Plugin = {
+      name: "builtin-y",
+      add: () => {
+        console.error("builtin-y: inner line");
+        return Promise.resolve({ cniVersion: "1.1.0" });
+      },
+      del: () => Promise.resolve(),
+    };
+    const outer: Plugin = {
+      name: "builtin-x",
+      add: async () => {
+        console.error("builtin-x: before");
+        await execVerb("ADD", { ...conf, type: "builtin-y" }, rt, { path: [dir] });
+        console.warn("builtin-x: after", { n: 1 });
+        return { cniVersion: "1.1.0" };
+      },
+      del: () => Promise.resolve(),
+    };
+    await configureInProcessPlugins({
+      "builtin-x": () => Promise.resolve(outer),
+      "builtin-y": () => Promise.resolve(inner),
+    });
+    const env = {
+      CNI_COMMAND: "ADD",
+      CNI_CONTAINERID: "c1",
+      CNI_NETNS: "/x",
+      CNI_IFNAME: "eth0",
+      CNI_PATH: dir,
+    };
+    const out = await runPluginFile(`${dir}/builtin-x`, env, { stdin: JSON.stringify(conf) });
+    assert.equal(out.code, 0, out.stdout);
+    assert.equal(out.stderr, "builtin-x: before\nbuiltin-x: after { n: 1 }\n");
     assert.deepEqual(await calls(dir), []);
   });
 });

@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import { CNI_CONF_NAME, cniConfText, EXAMPLE_GALAXY_JSON } from "../../cli/install.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";
-import { EXECUTABLE_NAMES } from "../../cli/launchers.ts";
-import { launcherDir } from "../helpers/launchers.ts";
+import { EXECUTABLE_NAMES, LAUNCHER_HEADER } from "../../cli/launchers.ts";
+import { compiledBinary, launcherDir } from "../helpers/launchers.ts";
 import { runCommand } from "../helpers/netns.ts";
 
-/** Every entry under `dir`: path → "dir", "link -> target" or the file's text. */
+async function sha256(path: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Every entry under `dir`: path → "dir", "link -> target", or mode and the file's text (or digest, if large). */
 async function snapshot(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   async function walk(path: string): Promise<void> {
@@ -16,7 +21,11 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
       else if (e.isDirectory) {
         out[rel] = "dir";
         await walk(full);
-      } else out[rel] = `${(await Deno.stat(full)).mode! & 0o777}:${await Deno.readTextFile(full)}`;
+      } else {
+        const st = await Deno.stat(full);
+        const content = st.size > 1e6 ? `sha256 ${await sha256(full)}` : await Deno.readTextFile(full);
+        out[rel] = `${st.mode! & 0o777}:${content}`;
+      }
     }
   }
   await walk(dir);
@@ -55,6 +64,15 @@ Deno.test("install: creates exactly the expected files and links, is idempotent,
       ].sort(),
     );
     assert.equal(installed["opt/cni/bin/galaxy-sdn"], `link -> ${root}/opt/cni/galaxy/bin/galaxy-sdn`);
+    const binary = compiledBinary();
+    for (const name of EXECUTABLE_NAMES) {
+      const entry = installed[`opt/cni/galaxy/bin/${name}`];
+      if (binary === undefined) {
+        assert.ok(entry.startsWith(`${0o755}:${LAUNCHER_HEADER}`), `${name}: ${entry}`);
+      } else if (name === "galaxy") {
+        assert.equal(entry, `${0o755}:sha256 ${await sha256(binary)}`, "a copy of it");
+      } else assert.equal(entry, "link -> galaxy", name);
+    }
     assert.equal(
       installed[`etc/cni/net.d/${CNI_CONF_NAME}`],
       `${0o644}:${cniConfText("/var/run/galaxy/galaxy.sock")}`,
