@@ -1,8 +1,9 @@
 /**
  * `galaxy install [--uninstall]`: puts Galaxy on a node. It copies the running executable into the bin dir
  * (atomically), links every plugin name to it, links `galaxy-sdn` into the runtime's CNI bin dir, writes
- * `00-galaxy.conf` and, when absent, an example galaxy.json. Run from source, it writes the development
- * launchers instead of a copy. Every step is idempotent, and `--uninstall` removes exactly what install made.
+ * `00-galaxy.conflist` (removing the `00-galaxy.conf` of an earlier install or of the Go Galaxy) and, when
+ * absent, an example galaxy.json. Run from source, it writes the development launchers instead of a copy.
+ * Every step is idempotent, and `--uninstall` removes exactly what install made.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -16,11 +17,11 @@ export interface InstallOptions {
   binDir: string;
   /** The container runtime's CNI bin dir, which gets `galaxy-sdn`. */
   cniBinDir: string;
-  /** The runtime's CNI config dir, which gets `00-galaxy.conf`. */
+  /** The runtime's CNI config dir, which gets `00-galaxy.conflist`. */
   cniConfDir: string;
   /** galaxy.json, written from the example only when absent. */
   config: string;
-  /** The daemon socket written into `00-galaxy.conf` when not the default. */
+  /** The daemon socket written into `00-galaxy.conflist` when not the default. */
   socketPath: string;
 }
 
@@ -34,18 +35,38 @@ export const INSTALL_DEFAULTS: InstallOptions = {
 };
 
 /** The CNI config file name; "00-" sorts it first, so runtimes pick it as the pod network. */
-export const CNI_CONF_NAME = "00-galaxy.conf";
+export const CNI_CONF_NAME = "00-galaxy.conflist";
+/** The single-configuration file earlier installs (and the Go Galaxy) wrote; install removes it. */
+export const OLD_CNI_CONF_NAME = "00-galaxy.conf";
 
-/** The content of `00-galaxy.conf`. */
+/**
+ * The content of `00-galaxy.conflist`: `cniVersion` 1.0.0 for runtimes on libcni < 1.2 (containerd 1.6 cannot
+ * parse 1.1.0 results), and `cniVersions` ["1.0.0", "1.1.0"], from which libcni ≥ 1.2 picks 1.1.0.
+ */
 export function cniConfText(socketPath: string): string {
-  const conf: Record<string, unknown> = {
-    cniVersion: "1.1.0",
+  const plugin: Record<string, unknown> = { type: "galaxy-sdn", capabilities: { portMappings: true } };
+  if (socketPath !== DEFAULT_SOCKET_PATH) plugin.socketPath = socketPath;
+  const list = {
+    cniVersion: "1.0.0",
+    cniVersions: ["1.0.0", "1.1.0"],
     name: "galaxy-sdn",
-    type: "galaxy-sdn",
-    capabilities: { portMappings: true },
+    plugins: [plugin],
   };
-  if (socketPath !== DEFAULT_SOCKET_PATH) conf.socketPath = socketPath;
-  return JSON.stringify(conf, null, 2) + "\n";
+  return JSON.stringify(list, null, 2) + "\n";
+}
+
+/**
+ * True when `text` is a `00-galaxy.conf` that Galaxy wrote: a single configuration of type and name
+ * `galaxy-sdn` (ours of any version, or the Go Galaxy's). Left beside the conflist it would sort first and win.
+ */
+export function isOldGalaxyConf(text: string | undefined): boolean {
+  if (text === undefined) return false;
+  try {
+    const conf = JSON.parse(text);
+    return conf?.type === "galaxy-sdn" && conf?.name === "galaxy-sdn" && conf?.plugins === undefined;
+  } catch {
+    return false;
+  }
 }
 
 /** The example galaxy.json; JSON has no comments, so the explanation lives in an ignored `_comment` key. */
@@ -173,6 +194,8 @@ export async function install(options: InstallOptions): Promise<string[]> {
     await writeFileAtomic(confPath, conf, { mode: 0o644, dirMode: 0o755 });
     changes.push(`write ${confPath}`);
   }
+  const oldPath = `${options.cniConfDir}/${OLD_CNI_CONF_NAME}`;
+  await removeIf(oldPath, isOldGalaxyConf(await readTextOrUndefined(oldPath)), changes);
   if (await readTextOrUndefined(options.config) === undefined) {
     await writeFileAtomic(options.config, EXAMPLE_GALAXY_JSON, { mode: 0o644, dirMode: 0o755 });
     changes.push(`write ${options.config} (example)`);

@@ -14,6 +14,7 @@ import {
   asCniError,
   CniError,
   type CniVersion,
+  configVersion,
   convertResult,
   ErrorCode,
   highestVersion,
@@ -300,7 +301,7 @@ export async function confForDelegate(
   conf: Record<string, unknown> & { type: string },
   options: InvokeOptions,
 ): Promise<Record<string, unknown> & { type: string }> {
-  const wanted = typeof conf.cniVersion === "string" ? conf.cniVersion : "0.1.0";
+  const wanted = String(configVersion(conf));
   const type = options.pluginType ?? conf.type;
   const supported = (await getVersionInfo(type, options)).supportedVersions;
   if (supported.includes(wanted)) return conf;
@@ -409,7 +410,13 @@ async function execVerbOnce(
     );
   }
   const claimed = (raw as { cniVersion?: unknown })?.cniVersion;
-  if (claimed !== undefined && conf.cniVersion !== undefined && claimed !== conf.cniVersion) {
+  const asked = configVersion(conf);
+  // 0.1.0 and 0.2.0 results have one shape: a legacy plugin may answer a 0.1.0 (or "") config in 0.2.0.
+  const legacy = (v: unknown) => v === "0.1.0" || v === "0.2.0";
+  if (
+    claimed !== undefined && claimed !== "" && conf.cniVersion !== undefined && claimed !== asked &&
+    !(legacy(claimed) && legacy(asked))
+  ) {
     // libcni ≥ 1.0 refuses this too: the caller asked for one format and would misread another.
     throw new CniError(
       ErrorCode.IncompatibleVersion,
@@ -418,13 +425,13 @@ async function execVerbOnce(
       } config`,
     );
   }
-  return parseResult(raw, conf.cniVersion as CniVersion);
+  return parseResult(raw, asked as CniVersion);
 }
 
 /**
  * The configuration one plugin of a list receives: the plugin's own keys, the list's `name` and selected
  * `cniVersion`, `runtimeConfig` from the capabilities both sides have, and `prevResult`; `capabilities` is
- * removed. Unknown keys are kept.
+ * removed. Unknown keys are kept. A list named `""` (an unnamed single configuration) passes no name.
  */
 export function pluginConfig(
   plugin: NetConf,
@@ -435,7 +442,10 @@ export function pluginConfig(
   const conf: Record<string, unknown> & { type: string } = structuredClone(plugin) as
     & Record<string, unknown>
     & { type: string };
-  conf.name = list.name;
+  // The list name "" stands for a single configuration without a name (a galaxy.json network, as the Go Galaxy
+  // passed it): its plugin gets no name, as it always did.
+  if (list.name !== "") conf.name = list.name;
+  else delete conf.name;
   conf.cniVersion = list.cniVersion;
   const caps = plugin.capabilities ?? {};
   delete conf.capabilities;

@@ -94,7 +94,7 @@ export const plugin: Plugin = {
   async add(req): Promise<Result> {
     const body = await relay(req);
     try {
-      return parseResult(JSON.parse(body), "1.1.0");
+      return parseResult(JSON.parse(body), req.cniVersion); // the daemon answers in the request's version
     } catch (e) {
       throw new CniError(
         ErrorCode.DecodingFailure,

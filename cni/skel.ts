@@ -10,6 +10,7 @@ import {
   checkResult,
   CniError,
   type CniVersion,
+  configVersion,
   convertResult,
   CURRENT_VERSION,
   ErrorCode,
@@ -96,7 +97,7 @@ export function buildRequest(
 ): PluginRequest {
   const fromEnv = requestFromEnv(verb, env);
   const raw = decodeConfig(stdin);
-  const version = raw.cniVersion ?? "0.1.0"; // libcni's reading of a configuration without a version
+  const version = configVersion(raw);
   const supported = plugin.supportedVersions ?? ALL_VERSIONS;
   if (!isSupportedVersion(version) || !supported.includes(version)) {
     throw new CniError(
@@ -121,9 +122,6 @@ export function buildRequest(
   const confProblem = netConfProblem(raw);
   if (confProblem) {
     throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network configuration: ${confProblem}`);
-  }
-  if (!raw.name) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, "invalid network configuration: name: missing");
   }
   let prevResult: Result | undefined;
   if (raw.prevResult !== undefined) {
@@ -191,16 +189,18 @@ export async function handle(
     return { stdout: "", exitCode: 0 };
   } catch (e) {
     return {
-      stdout: JSON.stringify(asCniError(e).toJSON(configVersion(stdin) ?? errorVersion)),
+      stdout: JSON.stringify(asCniError(e).toJSON(stdinVersion(stdin) ?? errorVersion)),
       exitCode: 1,
     };
   }
 }
 
 /** The `cniVersion` of a readable configuration, so that errors are written in the caller's version. */
-function configVersion(stdin: Uint8Array): string | undefined {
+function stdinVersion(stdin: Uint8Array): string | undefined {
   try {
-    const v = JSON.parse(new TextDecoder().decode(stdin))?.cniVersion;
+    const conf = JSON.parse(new TextDecoder().decode(stdin));
+    if (typeof conf !== "object" || conf === null || Array.isArray(conf)) return undefined;
+    const v = configVersion(conf);
     return isSupportedVersion(v) ? v : undefined;
   } catch {
     return undefined;

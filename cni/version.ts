@@ -75,6 +75,16 @@ export function isSupportedVersion(v: unknown): v is CniVersion {
   return typeof v === "string" && (ALL_VERSIONS as readonly string[]).includes(v);
 }
 
+/**
+ * The version a configuration is written in, as libcni reads it: a missing or empty `cniVersion` means 0.1.0
+ * (libcni's `version.Legacy` lists `""` with 0.1.0, and the Go Galaxy's shim and plugins accept it). The one place that
+ * says so: every reader of a configuration's version goes through it. Anything else is returned as it is.
+ */
+export function configVersion(conf: object): unknown {
+  const v = (conf as { cniVersion?: unknown }).cniVersion;
+  return v === undefined || v === "" ? "0.1.0" : v;
+}
+
 /** Compares two dotted versions numerically: negative, zero or positive. */
 export function compareVersions(a: string, b: string): number {
   const pa = a.split(".").map((p) => parseInt(p, 10) || 0);
@@ -111,7 +121,10 @@ export function selectVersion(
   conf: { cniVersion?: unknown; cniVersions?: unknown },
   supported: readonly string[] = ALL_VERSIONS,
 ): CniVersion | undefined {
-  const offered: unknown[] = [conf.cniVersion, ...(Array.isArray(conf.cniVersions) ? conf.cniVersions : [])];
+  const offered: unknown[] = [
+    configVersion(conf),
+    ...(Array.isArray(conf.cniVersions) ? conf.cniVersions : []),
+  ];
   let best: CniVersion | undefined;
   for (const v of offered) {
     if (!isSupportedVersion(v) || !supported.includes(v)) continue;
@@ -523,8 +536,9 @@ export function parseResult(raw: unknown, expectedVersion?: CniVersion): Result 
     throw new CniError(ErrorCode.DecodingFailure, "result is not a JSON object");
   }
   const obj = raw as Json;
-  // Some plugins (and libcni's delegated IPAM results) omit cniVersion: take the one we asked for.
-  const version = obj.cniVersion ?? expectedVersion;
+  // Some plugins (and libcni's delegated IPAM results) omit cniVersion or leave it empty: take the one we asked
+  // for, as libcni does.
+  const version = obj.cniVersion === undefined || obj.cniVersion === "" ? expectedVersion : obj.cniVersion;
   if (!isSupportedVersion(version)) {
     throw new CniError(
       ErrorCode.IncompatibleVersion,
@@ -552,15 +566,20 @@ const NETWORK_NAME = CNI_NAME;
 
 /**
  * What is wrong with a plugin configuration (`field: problem`), or `undefined` when nothing is: `type` must name
- * a plugin, `name` must be a valid network name, and the well-known keys must have their spec types. Unknown
- * keys are not looked at.
+ * a plugin, `name`, when present and not empty, must be a valid network name, and the well-known keys must have
+ * their spec types. Unknown keys are not looked at.
  */
 export function netConfProblem(raw: Json): string | undefined {
   if (typeof raw.type !== "string" || raw.type === "") return "type: must name the plugin";
   if (raw.cniVersion !== undefined && typeof raw.cniVersion !== "string") {
     return "cniVersion: expected a string";
   }
-  if (raw.name !== undefined && (typeof raw.name !== "string" || !NETWORK_NAME.test(raw.name))) {
+  // No name (or upstream flannel's empty one) is accepted: a galaxy.json network without a name reaches its
+  // plugins unnamed, as the Go daemon passed it. (The Go plugins' CNI 0.8 skel refused that; ours take it.)
+  if (
+    raw.name !== undefined && raw.name !== "" &&
+    (typeof raw.name !== "string" || !NETWORK_NAME.test(raw.name))
+  ) {
     return "name: must start with a letter or digit and contain only letters, digits, '_', '.' and '-'";
   }
   if (raw.ipMasq !== undefined && typeof raw.ipMasq !== "boolean") return "ipMasq: expected a boolean";

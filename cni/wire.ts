@@ -1,7 +1,15 @@
 /**
  * The one wire type between galaxy-sdn and galaxy serve, shared by both sides. It is Galaxy's: `POST /cni` with
  * `{"env": {...}, "config": "<base64 of the CNI stdin>"}` over a unix socket, so old shims keep working. The
- * reply is a CNI 1.1.0 result (200, possibly empty) or a CNI error object (4xx/5xx).
+ * reply is a result (200, possibly empty) or a CNI error object (4xx/5xx), both in the `cniVersion` of the
+ * request's own config (`""` and none are 0.1.0; 1.1.0 when no config came along), because the Go Galaxy's shim
+ * prints the body unconverted.
+ *
+ * Tested (tests/e2e/runtimes_test.ts, containerd_test.ts): this shim and the Go Galaxy's galaxy-sdn (commit
+ * 1b17268, CNI 0.8 skel) against libcni 0.8.1, 1.1.2 and 1.2.3 at every config version each speaks, and
+ * containerd 1.6.20's CRI with `00-galaxy.conflist`. The Go shim always dials `/var/run/galaxy/galaxy.sock`,
+ * drops the address of 0.1.0/0.2.0 results, and reports every daemon error as code 999 with the error object
+ * as its message.
  * @module
  */
 /** Where the daemon listens unless told otherwise. */

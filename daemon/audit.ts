@@ -11,7 +11,8 @@
  * `--fix` releases the orphans it found through the code DEL and the GC use, each under its container's
  * lock: a dead container's state through its plugins' DEL, port files and `KUBE-HP-*` chains through the port
  * mapper, IP files under host-local's lock after re-checking their owner, veths by `ip link del` after
- * checking no request for them started. Mismatches and findings that have no such path are reported only.
+ * checking no request for them started, `GLX-*` chains and sets by one full sync of the policy applier.
+ * Mismatches and findings that have no such path are reported only.
  * @module
  */
 import { isIP } from "../netops/ip_address.ts";
@@ -90,12 +91,23 @@ export interface AuditReport {
   errors: string[];
 }
 
-/** The `GLX-*` objects the network-policy engine expects, when the daemon runs one. */
+/**
+ * Which `GLX-*` objects network policy owns on the node: the engine's applied state, or none at all when no
+ * engine runs (`--network-policy` off). Every other `GLX-*` chain or set is an orphan.
+ */
 export interface PolicyInventory {
-  /** Chain and set names its compiled policies use now. */
-  expectedObjects(): Promise<{ chains: Set<string>; sets: Set<string> }>;
+  /**
+   * Chain and set names the desired state holds, and why one outside it is an orphan (the evidence);
+   * `undefined` while that is not known (the engine has not synced yet), and then none is judged.
+   */
+  expectedObjects(): Promise<{ chains: Set<string>; sets: Set<string>; why: string } | undefined>;
   /** The `GLX-*` ipset sets present on the node. */
-  presentSets(): Promise<string[]>;
+  presentSets(): Promise<{ name: string; type: string }[]>;
+  /**
+   * Replaces all `GLX-*` state with the desired one through the policy applier (what a live policy uses is
+   * rewritten within the same atomic restore, never removed); says what it did.
+   */
+  removeOrphans(): Promise<string>;
 }
 
 /** What the audit needs from the daemon. */
@@ -118,7 +130,7 @@ export interface AuditContext {
   portDir?: string;
   /** Folders of SR-IOV VF records (galaxy-k8s-sriov's `lockDir`s). */
   sriovDirs?: string[];
-  /** The policy engine's inventory, when there is one. */
+  /** What network policy owns; without it, `GLX-*` objects are not checked. */
   policies?: PolicyInventory;
   /** The namespace whose host objects are read; `null` (default) is the daemon's own. */
   hostNetns?: string | null;
@@ -413,32 +425,16 @@ export async function runAudit(ctx: AuditContext, options: { fix?: boolean } = {
             : undefined,
         });
       }
-      if (ctx.policies) {
-        const filter = await ctx.iptables.save("filter");
-        const expected = await ctx.policies.expectedObjects();
-        const glx = [...filter.chains.keys()].filter((c) => c.startsWith("GLX-"));
-        const sets = (await ctx.policies.presentSets()).filter((s) => s.startsWith("GLX-"));
-        report.checked["policy-chains"] = glx.length;
-        report.checked["policy-sets"] = sets.length;
-        for (const c of glx.filter((c) => !expected.chains.has(c))) {
-          planned.push({
-            kind: "policy-object-without-policy",
-            object: `chain ${c}`,
-            evidence: "no compiled policy uses it",
-            fixable: false,
-          });
-        }
-        for (const s of sets.filter((s) => !expected.sets.has(s))) {
-          planned.push({
-            kind: "policy-object-without-policy",
-            object: `set ${s}`,
-            evidence: "no compiled policy uses it",
-            fixable: false,
-          });
-        }
-      }
     } catch (e) {
       report.errors.push(`iptables: ${(e as Error).message}`);
+    }
+  }
+
+  if (ctx.iptables && ctx.policies) {
+    try {
+      planned.push(...await policyOrphans(ctx.iptables, ctx.policies, report));
+    } catch (e) {
+      report.errors.push(`network policy: ${(e as Error).message}`);
     }
   }
 
@@ -469,6 +465,79 @@ export async function runAudit(ctx: AuditContext, options: { fix?: boolean } = {
     }
   }
   return report;
+}
+
+/**
+ * `GLX-*` chains and sets that `inventory` does not own. Their fix is one removal through the policy applier
+ * for all of them (shared), after which each is checked to be gone.
+ */
+async function policyOrphans(
+  iptables: Iptables,
+  inventory: PolicyInventory,
+  report: AuditReport,
+): Promise<Planned[]> {
+  // Owned is what the desired state held before or after the kernel was read: a sync in between neither
+  // makes its new objects nor the ones it just deleted look like orphans.
+  const before = await inventory.expectedObjects();
+  const [filter, sets] = before
+    ? await Promise.all([iptables.save("filter"), inventory.presentSets()])
+    : [undefined, []];
+  const after = before && await inventory.expectedObjects();
+  if (!before || !after || !filter) {
+    report.errors.push(
+      "network policy: the engine holds no applied state yet (not synced, or its last sync failed); GLX- chains and sets not checked",
+    );
+    return [];
+  }
+  const expected = {
+    chains: new Set([...before.chains, ...after.chains]),
+    sets: new Set([...before.sets, ...after.sets]),
+    why: after.why,
+  };
+  const chains = [...filter.chains.values()].filter((c) => c.name.startsWith("GLX-"));
+  report.checked["policy-chains"] = chains.length;
+  report.checked["policy-sets"] = sets.length;
+  let removal: Promise<string> | undefined;
+  const remove = () => removal ??= inventory.removeOrphans();
+  const out: Planned[] = [];
+  const jumpsTo = (name: string) =>
+    [...filter.chains.values()].filter((c) =>
+      c.rules.some((r) => r.args.some((a, i) => a === name && ["-j", "-g"].includes(r.args[i - 1])))
+    ).map((c) => c.name);
+  for (const c of chains.filter((c) => !expected.chains.has(c.name))) {
+    const from = jumpsTo(c.name);
+    out.push({
+      kind: "policy-object-without-policy",
+      object: `chain ${c.name}`,
+      evidence: `${expected.why}; ${c.rules.length} rule(s)${
+        from.length ? `, jumped to from ${from.join(", ")}` : ""
+      }`,
+      fixable: true,
+      fix: async () => {
+        const action = await remove();
+        if ((await iptables.save("filter")).chains.has(c.name)) {
+          throw new Error(`still present after: ${action}`);
+        }
+        return action;
+      },
+    });
+  }
+  for (const s of sets.filter((s) => !expected.sets.has(s.name))) {
+    out.push({
+      kind: "policy-object-without-policy",
+      object: `set ${s.name}`,
+      evidence: `${expected.why}; ${s.type}`,
+      fixable: true,
+      fix: async () => {
+        const action = await remove();
+        if ((await inventory.presentSets()).some((x) => x.name === s.name)) {
+          throw new Error(`still present after: ${action}`);
+        }
+        return action;
+      },
+    });
+  }
+  return out;
 }
 
 /** The audit as lines for people. */

@@ -8,12 +8,16 @@
  * @module
  */
 
-/** One network of galaxy.json: its plugin `type`, its `name` (defaults to `type`) and the plugin's own fields. */
-export type GalaxyNetwork = Record<string, unknown> & { type: string; name: string };
+/**
+ * One network of galaxy.json: its plugin `type`, its `name` and the plugin's own fields, exactly as written. A
+ * network without `name` is known by its `type` but stays unnamed for its plugins, as the Go daemon passed it:
+ * nothing a plugin sees changes at the switch.
+ */
+export type GalaxyNetwork = Record<string, unknown> & { type: string; name?: string };
 
 /** The parsed galaxy.json. */
 export interface GalaxyConfig {
-  /** `NetworkConf`, by network name, in file order. Entries are frozen: clone before changing one. */
+  /** `NetworkConf`, by network name (else type), in file order. Entries are frozen: clone before changing one. */
   networks: Map<string, GalaxyNetwork>;
   /** `DefaultNetworks`: the networks of a pod without a networks annotation. */
   defaultNetworks: string[];
@@ -97,7 +101,7 @@ function parseNetworks(raw: unknown, source: string): Map<string, GalaxyNetwork>
       );
     }
     indexOf.set(key, index);
-    const network = (name === undefined ? { name: key, ...entry } : { ...entry }) as GalaxyNetwork;
+    const network = { ...entry } as GalaxyNetwork;
     networks.set(key, deepFreeze(network));
   });
   return networks;
@@ -141,4 +145,17 @@ export async function loadGalaxyConfig(path: string): Promise<GalaxyConfig> {
     throw new Error(`${path}: cannot read galaxy config: ${(e as Error).message}`);
   }
   return parseGalaxyConfig(text, path);
+}
+
+/**
+ * A start-up warning for each galaxy.json network without a name: its plugins get none, as the Go daemon passed
+ * it. Galaxy's built-ins (and host-local, through them) take that; a third-party plugin on CNI ≥ 0.8's skel
+ * refuses it ("missing network name").
+ */
+export function unnamedNetworkWarnings(config: GalaxyConfig): string[] {
+  return [...config.networks].filter(([, n]) => n.name === undefined).map(([key, n]) =>
+    `galaxy.json network "${key}" has no name: its plugins get none, as the Go Galaxy passed it; Galaxy's ` +
+    `built-ins accept that, a third-party plugin (${n.type}?) on CNI >= 0.8 refuses it ("missing network ` +
+    `name"): give the network a name if its plugin needs one`
+  );
 }

@@ -29,6 +29,9 @@ import {
   appendResult,
   asCniError,
   CniError,
+  type CniVersion,
+  configVersion,
+  CURRENT_VERSION,
   describeZodError,
   ErrorCode,
   highestVersion,
@@ -48,6 +51,9 @@ const CniWireRequestSchema = z.object({
 });
 import type { GalaxyConfig } from "./config.ts";
 import { findNetworkInConfDir, type PodLike, resolveNetworks } from "./networks.ts";
+import { writtenByGoGalaxy } from "./go_state.ts";
+import { MIRROR_ANNOTATION, runtimeUidOf } from "./pod_uid.ts";
+import { bodyVersion, errorBody, replyVersion, resultBody } from "./reply.ts";
 import { listStates, readState, removeState, statePath, type StoredNetwork, writeState } from "./state.ts";
 import { firstIPv4, type PortMapper } from "./portmap.ts";
 import { describeFailure, type FailureReporter } from "./failure.ts";
@@ -122,7 +128,7 @@ export interface HandlerContext {
 export interface HandlerReply {
   /** HTTP status. */
   status: number;
-  /** A CNI 1.1.0 result, a CNI error object, or empty. */
+  /** A result or a CNI error object in the request's `cniVersion`, or empty. */
   body: string;
 }
 
@@ -196,7 +202,7 @@ async function supportedVersionsOf(type: string, options: InvokeOptions): Promis
  * and every plugin of the list support, learned from their VERSION answers (cached per plugin file).
  */
 async function negotiateVersion(list: NetConfList, options: InvokeOptions): Promise<NetConfList> {
-  if (list.cniVersion || list.cniVersions?.length) return list;
+  if (list.cniVersion !== undefined || list.cniVersions?.length) return list;
   let common: string[] = [...ALL_VERSIONS];
   for (const plugin of list.plugins) {
     const theirs = await supportedVersionsOf(plugin.type, options);
@@ -218,6 +224,8 @@ async function negotiateVersion(list: NetConfList, options: InvokeOptions): Prom
 /** A request as the daemon works on it: the CNI request from env, and the runtime's configuration. */
 interface ParsedRequest extends EnvRequest {
   config: Record<string, unknown>;
+  /** The version the reply is written in (the configuration's). */
+  version: CniVersion;
   /** The plugin processes this request ran, in order (for the failure report). */
   execs?: PluginExec[];
 }
@@ -260,6 +268,7 @@ function parseRequest(wire: CniWireRequest, cniPaths: string[]): ParsedRequest {
     ...fromEnv,
     path: [...runtimePath, ...cniPaths.filter((p) => !runtimePath.includes(p))],
     config,
+    version: replyVersion(wire.config ? config : undefined),
   };
 }
 
@@ -290,10 +299,19 @@ function attachmentRuntime(req: ParsedRequest, stored: StoredNetwork): RuntimeCo
   return {
     containerId: req.containerId,
     netns: req.netns,
-    ifname: stored.IfName,
+    // Galaxy's state files before "fix missing ifName" have none: the runtime's interface is the best guess.
+    ifname: stored.IfName || req.ifname,
     args: mergeArgs(req.args, Object.entries(stored.Args ?? {})),
     capabilityArgs: stored.CapabilityArgs,
   };
+}
+
+/** A one-plugin list as the state file keeps it (Galaxy's `Conf`): the plugin's keys, unnamed when it was. */
+function singleConf(list: NetConfList): Record<string, unknown> {
+  const conf: Record<string, unknown> = { ...list.plugins[0], cniVersion: list.cniVersion };
+  if (list.name !== "") conf.name = list.name;
+  else delete conf.name;
+  return conf;
 }
 
 /**
@@ -324,7 +342,8 @@ function storedList(stored: StoredNetwork): NetConfList {
     }
     return parsed.data;
   }
-  const name = typeof conf.name === "string" && conf.name ? conf.name : stored.NetworkType;
+  // No name: a galaxy.json network without one (ours, or the Go Galaxy's state file); it stays unnamed.
+  const name = typeof conf.name === "string" ? conf.name : "";
   return confAsList({ ...(conf as NetConf), name });
 }
 
@@ -441,10 +460,12 @@ async function getPod(ctx: HandlerContext, req: ParsedRequest): Promise<PodLike>
   }
   const uid = cniArg(req.args, "K8S_POD_UID");
   const pod = await ctx.pods.getPod(namespace, name, { uid });
-  if (uid && pod.metadata?.uid && pod.metadata.uid !== uid) {
+  const expected = runtimeUidOf(pod);
+  if (uid && expected && expected !== uid) {
+    const mirror = expected !== pod.metadata?.uid ? ` (its ${MIRROR_ANNOTATION} annotation)` : "";
     throw new CniError(
       ErrorCode.PluginFailure,
-      `pod ${namespace}/${name}: the runtime asked for UID ${uid}, the apiserver has ${pod.metadata.uid}`,
+      `pod ${namespace}/${name}: the runtime asked for UID ${uid}, the apiserver has ${expected}${mirror}`,
     );
   }
   return pod;
@@ -493,7 +514,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
     stored.push({
       NetworkType: net.name,
       Args: Object.fromEntries(net.args),
-      Conf: net.isList ? list : { ...list.plugins[0], name: list.name, cniVersion: list.cniVersion },
+      Conf: net.isList ? list : singleConf(list),
       IfName: net.ifname,
       CapabilityArgs: { ...capabilityArgs, ...net.capabilityArgs },
       Runtime: { netns: req.netns, args: Object.fromEntries(req.args), path: req.path },
@@ -512,19 +533,14 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
       ctx.log.v(3, `ADD ${req.containerId}: network "${net.NetworkType}" up as ${net.IfName}`);
     } catch (e) {
       const err = asCniError(e);
-      const { failed, errors } = await delNetworks(ctx, req, stored.slice(0, i + 1));
-      if (failed.length) {
-        await writeState(ctx.stateDir, req.containerId, failed);
-        ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
-      } else {
-        await removeState(ctx.stateDir, req.containerId);
-      }
+      await rollBack(ctx, req, stored.slice(0, i + 1));
       const source = resolved[i].isList ? "" : ` plugin ${resolved[i].list.plugins[0].type}:`;
       throw new CniError(err.code, `network "${net.NetworkType}":${source} ${err.message}`, err.details);
     }
   }
 
   const merged = mergeResults(results);
+  const body = await replyOrRollBack(ctx, req, stored, merged);
   if (ctx.portmap) {
     try {
       await ctx.portmap.setUp({
@@ -535,13 +551,7 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
       });
     } catch (e) {
       // A failed ADD leaves nothing: the networks just built go too.
-      const { failed, errors } = await delNetworks(ctx, req, stored);
-      if (failed.length) {
-        await writeState(ctx.stateDir, req.containerId, failed);
-        ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
-      } else {
-        await removeState(ctx.stateDir, req.containerId);
-      }
+      await rollBack(ctx, req, stored);
       throw e;
     }
   }
@@ -560,7 +570,36 @@ async function cmdAdd(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerR
     }
     ctx.failures?.clear({ namespace, name, annotations: pod.metadata?.annotations });
   }
-  return { status: 200, body: JSON.stringify(merged) };
+  return { status: 200, body };
+}
+
+/**
+ * The ADD reply in the request's version. A result that version cannot hold (0.1.0/0.2.0 without an IPv4 or
+ * IPv6 address) fails the ADD, and the networks just added are removed first: the runtime would not know them.
+ */
+async function replyOrRollBack(
+  ctx: HandlerContext,
+  req: ParsedRequest,
+  stored: StoredNetwork[],
+  merged: Result,
+): Promise<string> {
+  try {
+    return resultBody(merged, req.version);
+  } catch (e) {
+    await rollBack(ctx, req, stored);
+    throw e;
+  }
+}
+
+/** Removes the networks of a failed ADD; what cannot be removed stays in the state file for DEL. */
+async function rollBack(ctx: HandlerContext, req: ParsedRequest, networks: StoredNetwork[]): Promise<void> {
+  const { failed, errors } = await delNetworks(ctx, req, networks);
+  if (failed.length) {
+    await writeState(ctx.stateDir, req.containerId, failed);
+    ctx.log.warn(`ADD ${req.containerId}: rollback incomplete: ${errors.join(" / ")}`);
+  } else {
+    await removeState(ctx.stateDir, req.containerId);
+  }
 }
 
 async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<HandlerReply> {
@@ -570,11 +609,18 @@ async function cmdCheck(ctx: HandlerContext, req: ParsedRequest): Promise<Handle
   }
   const options = invokeOptions(ctx, req);
   for (const stored of networks) {
+    if (writtenByGoGalaxy(stored)) {
+      ctx.log.v(
+        3,
+        `CHECK ${req.containerId}: network "${stored.NetworkType}" was added by the Go Galaxy: no result to check`,
+      );
+      continue;
+    }
     if (!stored.Result) {
       throw new CniError(ErrorCode.PluginFailure, `network "${stored.NetworkType}" never finished its ADD`);
     }
     const list = await negotiateVersion(storedList(stored), options);
-    if (!versionAtLeast(list.cniVersion ?? "0.1.0", "0.4.0")) continue; // CHECK does not exist before 0.4.0
+    if (!versionAtLeast(String(configVersion(list)), "0.4.0")) continue; // CHECK does not exist before 0.4.0
     const rt = attachmentRuntime(req, stored);
     try {
       await checkNetworkList(list, rt, { ...options, prevResult: stored.Result });
@@ -700,6 +746,7 @@ export async function releaseFromState(ctx: HandlerContext, containerId: string)
     args: Object.entries(runtime?.args ?? {}),
     path: [...path, ...ctx.cniPaths.filter((p) => !path.includes(p))],
     config: {},
+    version: CURRENT_VERSION,
   });
   return true;
 }
@@ -716,8 +763,8 @@ function reportAddFailure(ctx: HandlerContext, req: ParsedRequest, err: CniError
   void ctx.failures.report({ namespace, name, uid }, failure);
 }
 
-function errorReply(err: CniError, status: number): HandlerReply {
-  return { status, body: JSON.stringify(err.toJSON()) };
+function errorReply(err: CniError, status: number, version: CniVersion = CURRENT_VERSION): HandlerReply {
+  return { status, body: errorBody(err, version) };
 }
 
 /** Handles one wire request body and never throws: every failure becomes a CNI error object. */
@@ -726,7 +773,7 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
   try {
     req = parseRequest(parseWire(body), ctx.cniPaths);
   } catch (e) {
-    return errorReply(asCniError(e), 400);
+    return errorReply(asCniError(e), 400, bodyVersion(body));
   }
   const started = performance.now();
   try {
@@ -759,7 +806,7 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
   } catch (e) {
     const err = asCniError(e);
     ctx.log.warn(`${req.command} ${req.containerId} failed (code ${err.code}): ${err.message}`);
-    return errorReply(err, 500);
+    return errorReply(err, 500, req.version);
   }
 }
 

@@ -10,6 +10,7 @@ import { CniError, ErrorCode } from "../cni/spec.ts";
 import type { HandlerLog, PodSource } from "./handler.ts";
 import { NETWORK_STATUS_ANNOTATION } from "./handler.ts";
 import type { FailureWriter } from "./failure.ts";
+import { runtimeUidOf } from "./pod_uid.ts";
 
 /** A repeated event (same pod, reason and message) within this long bumps the count of the one written. */
 const EVENT_SERIES_MS = 10 * 60_000;
@@ -164,7 +165,7 @@ export class KubePodSource implements PodSource, FailureWriter {
   /** The pod from the cache, else from the apiserver, waiting up to 5 s while it is not found. */
   async getPod(namespace: string, name: string, options: { uid?: string } = {}): Promise<V1Pod> {
     const cached = this.#pods.get(`${namespace}/${name}`);
-    if (cached && (!options.uid || cached.metadata?.uid === options.uid)) return cached;
+    if (cached && (!options.uid || runtimeUidOf(cached) === options.uid)) return cached;
     const deadline = Date.now() + this.notFoundWaitMs;
     while (true) {
       try {

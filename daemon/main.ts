@@ -5,7 +5,7 @@
  * @module
  */
 import { versionLine } from "../cli/version.ts";
-import { loadGalaxyConfig } from "./config.ts";
+import { loadGalaxyConfig, unnamedNetworkWarnings } from "./config.ts";
 import {
   FlagError,
   notInEffectWarning,
@@ -35,7 +35,13 @@ import { configureInProcessPlugins } from "../cni/in_process.ts";
 import { builtinPluginLoaders } from "../cli/executables.ts";
 import { Iptables } from "../netops/iptables.ts";
 import { PortMapper } from "./portmap.ts";
-import { type AuditContext, auditMetrics, type AuditReport, runAudit } from "./audit.ts";
+import {
+  type AuditContext,
+  auditMetrics,
+  type AuditReport,
+  type PolicyInventory,
+  runAudit,
+} from "./audit.ts";
 import { FailureReporter } from "./failure.ts";
 import { planPod } from "./plan.ts";
 import { DEFAULT_LOCK_DIR } from "../cni/plugins/kit/sriov_state.ts";
@@ -59,15 +65,16 @@ export function nodeName(flags: Pick<ServeFlags, "hostnameOverride">): string {
 /**
  * `--network-policy`: starts enforcement (it needs the apiserver). Without the flag, removes whatever `GLX-`
  * chains and sets a previous run (ours or Go Galaxy's) left, best effort: a node without iptables or ipset
- * has nothing to remove.
+ * has nothing to remove. Either way, also what the audit should take as owned `GLX-` state.
  */
 async function startPolicy(
   flags: ServeFlags,
   options: { node: string; haveApiserver: boolean; iptables: Iptables },
-): Promise<NetworkPolicyHandle | undefined> {
+): Promise<{ handle?: NetworkPolicyHandle; inventory: PolicyInventory }> {
   const log = getLog("policy");
-  const { removePolicyState, startNetworkPolicy } = await import("./policy/mod.ts");
+  const { removePolicyState, startNetworkPolicy, unownedInventory } = await import("./policy/mod.ts");
   if (!flags.networkPolicy) {
+    const inventory = unownedInventory(options.iptables, "--network-policy is off: no policy engine owns it");
     try {
       const removed = await removePolicyState(options.iptables);
       if (removed.chainsDeleted || removed.setsDestroyed) {
@@ -78,11 +85,13 @@ async function startPolicy(
     } catch (e) {
       log.v(2, `--network-policy is off; no policy state removed: ${(e as Error).message}`);
     }
-    return undefined;
+    return { inventory };
   }
   if (!options.haveApiserver) {
     log.warn("--network-policy needs the apiserver: not enforced in standalone mode");
-    return undefined;
+    return {
+      inventory: unownedInventory(options.iptables, "standalone mode: no policy engine runs to own it"),
+    };
   }
   const k8s = await loadClientNode();
   const handle = await startNetworkPolicy(k8s, kubeConfig(k8s, flags), {
@@ -91,7 +100,7 @@ async function startPolicy(
     iptables: options.iptables,
   });
   log.info("network policy: enforcing; the rules in force stay until the first sync after the watches list");
-  return handle;
+  return { handle, inventory: handle.inventory };
 }
 
 /** Runs the daemon until a signal stops it; returns the exit code. */
@@ -129,9 +138,11 @@ export async function main(args: string[]): Promise<number> {
   let policy: NetworkPolicyHandle | undefined;
   let portmap: PortMapper | undefined;
   let iptables: Iptables | undefined;
+  let policyInventory: PolicyInventory | undefined;
   const metrics = new CniMetrics();
   try {
     const config = await loadGalaxyConfig(flags.jsonConfigPath);
+    for (const warning of unnamedNetworkWarnings(config)) log.warn(warning);
     const node = nodeName(flags);
     if (isStandalone(flags, Deno.env.toObject())) {
       log.info(
@@ -163,7 +174,11 @@ export async function main(args: string[]): Promise<number> {
       return nodePods;
     }).catch((e) => log.error(`port mapping restore: ${(e as Error).message}`));
     portmap.startPeriodic();
-    policy = await startPolicy(flags, { node, haveApiserver: pods !== undefined, iptables });
+    ({ handle: policy, inventory: policyInventory } = await startPolicy(flags, {
+      node,
+      haveApiserver: pods !== undefined,
+      iptables,
+    }));
     ctx = {
       portmap,
       config,
@@ -202,6 +217,7 @@ export async function main(args: string[]): Promise<number> {
     portmap,
     portDir: flags.portDir || `${flags.stateDir.replace(/\/+$/, "")}/port`,
     sriovDirs: sriovRecordDirs(ctx.config),
+    policies: policyInventory,
     isBusy: isContainerBusy,
     busyContainers,
     withLock: withContainerLock,
@@ -221,7 +237,8 @@ export async function main(args: string[]): Promise<number> {
       return reply;
     },
     notReadyReason: () => pods?.notReadyReason() ?? portmap?.notReadyReason(),
-    plan: (namespace, name, ifname) => planPod(ctx, namespace, name, ifname),
+    plan: (namespace, name, ifname) =>
+      planPod({ ...ctx, policies: policy?.selector }, namespace, name, ifname),
     audit,
   }, { socketPath: flags.socketPath, maxConcurrent: flags.maxConcurrentRequests });
   log.info(`listening on ${flags.socketPath} (at most ${flags.maxConcurrentRequests} requests at once)`);

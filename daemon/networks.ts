@@ -499,8 +499,13 @@ async function lookUp(
 ): Promise<FoundConf | undefined> {
   const entry = config.networks.get(name);
   if (entry !== undefined) {
+    // An unnamed entry runs as the list named "": its plugin gets no name (cni/invoke.ts pluginConfig).
+    const list = wrapConf(
+      { ...structuredClone(entry), name: entry.name ?? "" } as NetConf & { name: string },
+    );
+    if (entry.name === undefined) delete list.plugins[0].name;
     return {
-      list: wrapConf(structuredClone(entry) as NetConf & { name: string }),
+      list,
       source: `galaxy.json NetworkConf "${name}"`,
       isList: false,
     };

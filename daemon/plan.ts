@@ -32,10 +32,10 @@ export const PLAN_FORMAT = 1;
 /** The capability arguments a plan follows, and where a pod's values come from. */
 const CAPABILITIES = ["portMappings", "ips", "mac", "bandwidth"] as const;
 
-/** Which policies select a pod; the network-policy engine provides it once it runs in the daemon. */
+/** Which NetworkPolicies select a pod; the network-policy engine provides it when it runs in the daemon. */
 export interface PolicySelector {
-  /** `namespace/name` of every policy that selects the pod, ingress or egress. */
-  policiesSelecting(pod: PodLike): Promise<string[]>;
+  /** `namespace/name` of the policies that select the pod, by the direction they isolate it in. */
+  policiesSelecting(pod: PodLike): Promise<{ ingress: string[]; egress: string[] }>;
 }
 
 /** What the plan needs from the daemon (a subset of the handler's context). */
@@ -144,8 +144,10 @@ export interface Plan {
   attachments: PlannedAttachment[];
   /** Host ports the port mapper would map (random ports show `hostPort: 0`). */
   ports: { hostPort: number; containerPort: number; protocol: string; hostIP?: string }[];
-  /** Policies that select the pod; `null` when the daemon has no policy engine. */
+  /** Policies that select the pod, either direction; `null` when the daemon has no policy engine. */
   policies: string[] | null;
+  /** The same by the direction each isolates the pod in; `null` when the daemon has no policy engine. */
+  policiesByDirection: { ingress: string[]; egress: string[] } | null;
   /** Preconditions that fail, over all attachments, as `network: check: detail`. */
   failing: string[];
 }
@@ -314,6 +316,7 @@ export async function planPod(
     attachments: [],
     ports: [],
     policies: ctx.policies ? [] : null,
+    policiesByDirection: ctx.policies ? { ingress: [], egress: [] } : null,
     failing: [],
   };
   let pod: PodLike & { metadata?: { uid?: string } };
@@ -324,6 +327,12 @@ export async function planPod(
     return plan;
   }
   if (pod.metadata?.uid) plan.pod.uid = pod.metadata.uid;
+  // Known before resolution, so a pod whose networks cannot be resolved still shows them.
+  if (ctx.policies) {
+    const by = await ctx.policies.policiesSelecting(pod);
+    plan.policiesByDirection = by;
+    plan.policies = [...new Set([...by.ingress, ...by.egress])].sort();
+  }
   plan.networksFrom = networksFrom(pod, ctx.config);
   let resolved;
   try {
@@ -345,7 +354,6 @@ export async function planPod(
   } catch (e) {
     plan.failing.push(`ports: ${(e as Error).message}`);
   }
-  if (ctx.policies) plan.policies = await ctx.policies.policiesSelecting(pod);
   const held = await heldAddresses(ctx.stateDir, plan.pod);
   const requested0 = requestedFirstIfname(pod);
   const bandwidth = bandwidthOf(pod);
@@ -504,9 +512,12 @@ export function formatPlan(plan: Plan): string {
         : "none"
     }`,
   );
+  const by = plan.policiesByDirection;
   lines.push(
     `policies: ${
-      plan.policies === null ? "(no policy engine in this daemon)" : plan.policies.join(", ") || "none"
+      by === null
+        ? "(no policy engine in this daemon)"
+        : `ingress: ${by.ingress.join(", ") || "none"}; egress: ${by.egress.join(", ") || "none"}`
     }`,
   );
   return lines.join("\n");

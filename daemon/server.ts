@@ -4,6 +4,7 @@
  * (`galaxy audit`). It bounds how many CNI requests run at once (the rest wait in line) and shuts down cleanly.
  * @module
  */
+import { bodyVersion } from "./reply.ts";
 
 /** What the server calls for each part of its work. */
 export interface ServerHandlers {
@@ -120,7 +121,7 @@ export function startServer(handlers: ServerHandlers, options: ServerOptions): R
     const body = await req.text();
     if (slots.active >= options.maxConcurrent && slots.queued >= maxQueued) {
       return json(503, {
-        cniVersion: "1.1.0",
+        cniVersion: bodyVersion(body),
         code: 11,
         msg: "galaxy daemon is overloaded; try again later",
       });

@@ -6,6 +6,7 @@
  */
 import { writeFileAtomic } from "../netops/fs_atomic.ts";
 import type { Result } from "../cni/spec.ts";
+import { parseStateFile } from "./go_state.ts";
 
 /** One network of one container, as stored. */
 export interface StoredNetwork {
@@ -64,11 +65,8 @@ export async function readState(stateDir: string, containerId: string): Promise<
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
   }
-  const parsed = JSON.parse(text);
-  if (!Array.isArray(parsed)) {
-    throw new Error(`state file ${statePath(stateDir, containerId)} is not a JSON array`);
-  }
-  return parsed as StoredNetwork[];
+  // The Go Galaxy's files (a node switched in place) and ours share one format, read by one parser.
+  return parseStateFile(text, statePath(stateDir, containerId));
 }
 
 /** Removes a container's file; a missing file is fine. */

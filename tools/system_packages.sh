@@ -3,9 +3,10 @@
 # missing ones with apt-get; otherwise it prints the exact command and goes on (kernel tests then skip).
 set -euo pipefail
 # mmdebstrap builds the DaemonSet image (deploy/image/), containerd imports it in tests/image/, GNU time
-# measures peak memory in `deno task bench`.
+# measures peak memory in `deno task bench`; containerd, runc, gcc + libc6-dev (a static pause) and python3 (the
+# image writer) run tests/e2e/containerd_test.ts.
 packages=(iproute2 iptables ipset iputils-arping iputils-ping util-linux containernetworking-plugins
-  mmdebstrap containerd time)
+  mmdebstrap containerd time runc gcc libc6-dev python3)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then missing+=("$p"); fi

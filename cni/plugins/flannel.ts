@@ -53,8 +53,8 @@ export const DEFAULT_DATA_DIR = "/var/lib/cni/flannel";
 
 /** galaxy-flannel's configuration, as read from stdin. */
 export interface FlannelConf {
-  /** The network name (the delegate gets the same). */
-  name: string;
+  /** The network name (the delegate gets the same); absent for an unnamed configuration. */
+  name?: string;
   /** The caller's version. */
   cniVersion: CniVersion;
   /** The flanneld lease file. */
@@ -125,9 +125,10 @@ export function parseFlannelConf(config: Json, cniVersion: CniVersion): FlannelC
   if (runtimeConfig !== undefined && !isObject(runtimeConfig)) {
     throw invalid("runtimeConfig must be an object");
   }
-  if (typeof config.name !== "string" || config.name === "") throw invalid("name: missing");
+  if (config.name !== undefined && typeof config.name !== "string") throw invalid("name: expected a string");
   return {
-    name: config.name,
+    // Unnamed (galaxy.json without a name): the delegate stays unnamed too, as upstream flannel leaves it.
+    name: config.name || undefined,
     cniVersion,
     subnetFile: optionalPath(config, "subnetFile", DEFAULT_SUBNET_FILE),
     dataDir: optionalPath(config, "dataDir", DEFAULT_DATA_DIR),
@@ -148,12 +149,11 @@ export function buildDelegateConf(conf: FlannelConf, env: SubnetEnv): DelegateCo
   const { type, ...rest } = structuredClone(conf.delegate);
   const d: DelegateConf = {
     cniVersion: conf.cniVersion,
-    name: conf.name,
     type: typeof type === "string" ? type : "bridge",
     ...rest,
   };
   d.cniVersion = conf.cniVersion;
-  d.name = conf.name;
+  if (conf.name !== undefined) d.name = conf.name;
   if (!Object.hasOwn(d, "ipMasq")) d.ipMasq = !env.ipMasq;
   if (!Object.hasOwn(d, "mtu")) d.mtu = env.mtu;
   if (d.type === "bridge" && !Object.hasOwn(d, "isGateway")) d.isGateway = true;
@@ -258,7 +258,7 @@ async function add(req: PluginRequest): Promise<Result> {
     containerID: req.containerId,
     ifname: req.ifname,
     netns: req.netns,
-    network: conf.name,
+    network: conf.name ?? "",
     delegate,
   };
   try {

@@ -336,6 +336,19 @@ export class PolicyApplier {
   }
 }
 
+/**
+ * Removes every `GLX-` chain, jump and set from the namespace `iptables` works in (the Go engine's or ours):
+ * what `--network-policy=false` does at start, and `galaxy audit --fix` when no engine runs.
+ */
+export function removePolicyState(iptables: Iptables): Promise<ApplyStats> {
+  return new PolicyApplier(iptables).apply({
+    chains: new Map(),
+    specs: new Map(),
+    members: new Map(),
+    warnings: [],
+  });
+}
+
 /** Policy chains first, then pod chains, then the two top chains (declaration order for a restore). */
 function rank(chain: string): number {
   if (chain.startsWith("GLX-PLCY-")) return 0;

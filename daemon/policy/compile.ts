@@ -226,6 +226,34 @@ function compilePolicy(
   return lines;
 }
 
+/**
+ * True when `policy` selects `pod` as a target: the pod is in the policy's namespace and its labels satisfy
+ * the policy's `podSelector`. The compiler's own test, also what `galaxy plan` shows.
+ */
+export function selectsPod(
+  policy: Policy,
+  pod: { namespace: string; labels: Record<string, string> },
+): boolean {
+  return policy.namespace === pod.namespace && matches(policy.podSelector, pod.labels);
+}
+
+/** `namespace/name` of the policies that select `pod`, by the direction they isolate it in, sorted. */
+export function policiesSelecting(
+  policies: Iterable<Policy>,
+  pod: { namespace: string; labels: Record<string, string> },
+): { ingress: string[]; egress: string[] } {
+  const ingress = new Set<string>();
+  const egress = new Set<string>();
+  for (const policy of policies) {
+    if (!selectsPod(policy, pod)) continue;
+    const key = `${policy.namespace}/${policy.name}`;
+    if (policy.ingress) ingress.add(key);
+    if (policy.egress) egress.add(key);
+  }
+  const sorted = (s: Set<string>) => [...s].sort();
+  return { ingress: sorted(ingress), egress: sorted(egress) };
+}
+
 /** What one namespace contributes: its policy and pod chains, the sets they use, its top-chain jumps. */
 interface NamespaceRules {
   chains: Map<string, string[]>;
@@ -271,7 +299,7 @@ function compileNamespace(policies: Policy[], local: Pod[]): NamespaceRules {
     const hash = glxHash(policy.name, policy.namespace);
     if (seen.has(hash)) continue; // the same policy twice in the input
     seen.add(hash);
-    const targets = local.filter((p) => matches(policy.podSelector, p.labels));
+    const targets = local.filter((p) => selectsPod(policy, p));
     if (!targets.length) continue;
     for (const dir of ["I", "E"] as const) {
       if (dir === "I" ? !policy.ingress : !policy.egress) continue;

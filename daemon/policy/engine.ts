@@ -80,6 +80,9 @@ export class PolicyEngine {
   #closed = false;
   #cleanup = false;
   #cleanupTimer?: ReturnType<typeof setTimeout>;
+  /** Full syncs started so far, and the number of the last one that re-read and replaced the kernel state. */
+  #fullStarted = 0;
+  #freshDone = 0;
   /** Debounce of full compiles after policy and namespace events. */
   debounceMs = 50;
   /** Delay before a failed sync is retried. */
@@ -212,6 +215,34 @@ export class PolicyEngine {
     this.#scheduleFull(0);
   }
 
+  /**
+   * The chain and set names of the state the engine last applied, or `undefined` before its first sync and
+   * after a failed one (the kernel then holds an older state that the next sync replaces).
+   */
+  owned(): { chains: Set<string>; sets: Set<string> } | undefined {
+    const c = this.#current;
+    return c && { chains: new Set(c.chains.keys()), sets: new Set(c.specs.keys()) };
+  }
+
+  /**
+   * A full sync that starts after this call and re-reads and replaces every `GLX-` chain, jump and set of the
+   * kernel (what the periodic resync does), awaited up to `timeoutMs`. Throws when it did not happen.
+   */
+  async syncNow(timeoutMs = 15_000): Promise<void> {
+    if (!this.#ready || this.#closed) throw new Error("the policy engine is not running its syncs");
+    const after = this.#fullStarted;
+    this.resync();
+    const deadline = Date.now() + timeoutMs;
+    while (this.#freshDone <= after) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `no full sync completed within ${timeoutMs / 1000} s (${this.counters.errors} errors)`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   #scheduleFull(delay = this.debounceMs): void {
     this.#fullPending = true;
     this.#podChanges = [];
@@ -259,6 +290,7 @@ export class PolicyEngine {
 
   async #full(): Promise<void> {
     const started = performance.now();
+    const seq = ++this.#fullStarted;
     try {
       const next = compile(this.model, this.#rulesCache);
       for (const w of next.warnings) this.#log.warn(`network policy: ${w}`);
@@ -266,6 +298,7 @@ export class PolicyEngine {
       this.#fresh = false;
       const stats = await this.#applier.apply(next);
       this.#current = next;
+      if (stats.fresh) this.#freshDone = seq;
       this.#scheduleCleanup();
       this.counters.fullSyncs++;
       this.counters.lastFullSeconds = (performance.now() - started) / 1000;

@@ -8,28 +8,19 @@ import { Iptables } from "../../netops/iptables.ts";
 import type { ClientNode } from "../k8s.ts";
 import type { PodSource } from "../handler.ts";
 import { podFromObject } from "./model.ts";
-import { type ApplyStats, PolicyApplier } from "./apply.ts";
+import { PolicyApplier } from "./apply.ts";
 import { type EngineLog, PolicyEngine } from "./engine.ts";
 import { PolicyWatches } from "./watch.ts";
+import { engineInventory, engineSelector } from "./inspect.ts";
+import type { PolicyInventory } from "../audit.ts";
+import type { PolicySelector } from "../plan.ts";
 
-export { type ApplyStats, PolicyApplier, type Touched } from "./apply.ts";
+export { type ApplyStats, PolicyApplier, removePolicyState, type Touched } from "./apply.ts";
 export type { Compiled, CompiledRules, SetSpec } from "./compile.ts";
 export type { Pod, Policy, PolicyModel } from "./model.ts";
 export { PolicyWatches } from "./watch.ts";
+export { engineInventory, engineSelector, unownedInventory } from "./inspect.ts";
 export { type EngineLog, type PolicyCounters, PolicyEngine } from "./engine.ts";
-
-/**
- * Removes every `GLX-` chain, jump and set from the namespace `iptables` works in (the Go engine's or ours):
- * what `--network-policy=false` does at start.
- */
-export function removePolicyState(iptables: Iptables): Promise<ApplyStats> {
-  return new PolicyApplier(iptables).apply({
-    chains: new Map(),
-    specs: new Map(),
-    members: new Map(),
-    warnings: [],
-  });
-}
 
 /** How often the whole kernel state is re-read and replaced (Galaxy: every 3 minutes). */
 export const RESYNC_INTERVAL_MS = 3 * 60_000;
@@ -40,6 +31,10 @@ export interface NetworkPolicyHandle {
   engine: PolicyEngine;
   /** `pods` as the CNI handler should use it: see {@linkcode enforcingPodSource}. */
   podSource(pods: PodSource): PodSource;
+  /** The policies selecting a pod, for `galaxy plan`. */
+  selector: PolicySelector;
+  /** The `GLX-` objects the engine owns, for `galaxy audit`. */
+  inventory: PolicyInventory;
   /** Stops watching and syncing; the rules stay in force for the next start to take over. */
   close(): Promise<void>;
 }
@@ -61,6 +56,8 @@ export async function startNetworkPolicy(
   return {
     engine,
     podSource: (pods) => enforcingPodSource(pods, engine, options.log),
+    selector: engineSelector(engine),
+    inventory: engineInventory(engine, iptables),
     async close() {
       clearInterval(timer);
       await watches.close();

@@ -11,7 +11,7 @@ import type { Plan } from "../../daemon/plan.ts";
 import { NETWORK_FAILURE_ANNOTATION } from "../../daemon/failure.ts";
 import { type FakeCri, startFakeCri } from "../helpers/fake_cri.ts";
 import { runtimeCall, shimList, startDaemon, startFakeApiserver } from "../helpers/daemon.ts";
-import { launcherDir } from "../helpers/launchers.ts";
+import { grpcSkipReason, launcherDir } from "../helpers/launchers.ts";
 import { kernelTest, type Lab, pathExists, runCommand, withLab } from "../helpers/netns.ts";
 
 const NODE = "node-a";
@@ -326,6 +326,7 @@ kernelTest(
       }
     });
   },
+  { otherSkipReason: grpcSkipReason() },
 );
 
 async function metricsText(lab: Lab, port: number): Promise<string> {

@@ -3,7 +3,8 @@
  * the real client-node informers: a policy, namespace and pods become GLX- chains and sets in the node
  * namespace's kernel; a pod label change and a policy deletion follow; a malformed policy and a tombstone-
  * like delete do not stop the daemon; a restart with the flag off removes everything. Connections under
- * these rules are the subject of tests/netns/policy_test.ts.
+ * these rules are the subject of tests/netns/policy_test.ts. `galaxy plan` shows the policies selecting a
+ * pod, and `galaxy audit --fix` removes planted stale GLX- objects while the live policy's rules stay.
  * @module
  */
 import assert from "node:assert/strict";
@@ -16,6 +17,10 @@ import {
 } from "../helpers/daemon.ts";
 import { kernelTest, type Lab, mustRun, withLab } from "../helpers/netns.ts";
 import { glxHash } from "../../daemon/policy/names.ts";
+import type { AuditReport } from "../../daemon/audit.ts";
+import type { Plan } from "../../daemon/plan.ts";
+import { launcherDir } from "../helpers/launchers.ts";
+import { runCommand } from "../helpers/netns.ts";
 
 const NODE = "node-a"; // startDaemon's --hostname-override
 
@@ -179,6 +184,119 @@ kernelTest(
         const out = await daemon.process.stop("SIGTERM");
         daemon = undefined;
         assert.equal(out.code, 0, out.stderr);
+      } finally {
+        if (daemon) await daemon.process.stop("SIGKILL");
+        await api.process.stop("SIGTERM");
+      }
+    });
+  },
+);
+
+async function galaxy(args: string[]) {
+  return await runCommand(`${await launcherDir()}/galaxy`, args);
+}
+
+/** A chain and a set no policy owns, the chain matching on the set (as a left-over pod chain would). */
+async function plantStale(lab: Lab, chain: string, set: string): Promise<void> {
+  await lab.exec(lab.node, "ipset", ["create", set, "hash:ip"]);
+  await lab.exec(lab.node, "ipset", ["add", set, "198.18.40.99"]);
+  await lab.exec(lab.node, "iptables", ["-N", chain]);
+  await lab.exec(lab.node, "iptables", ["-A", chain, "-m", "set", "--match-set", set, "src", "-j", "DROP"]);
+}
+
+/** The GLX- rules and set members, without counters, sorted: what enforcement consists of. */
+function glxState(k: { rules: string; sets: string }): string[] {
+  return [
+    ...k.rules.split("\n").filter((l) => l.includes("GLX-")).map((l) => l.replace(/ \[\d+:\d+\]$/, "")),
+    // A set replaced by swap has a new hash seed.
+    ...k.sets.split("\n").filter((l) => l.includes("GLX-")).map((l) => l.replace(/ initval 0x[0-9a-f]+/, "")),
+  ].sort();
+}
+
+kernelTest(
+  "e2e: galaxy plan shows the policies selecting a pod; galaxy audit --fix removes stale GLX- objects, the live policy stays",
+  async () => {
+    await withLab("npaudit", async (lab) => {
+      const api = await startFakeApiserver(lab);
+      let daemon;
+      try {
+        await seed(api);
+        await api.putObject("networkpolicies", {
+          metadata: { namespace: "x", name: "from-b" },
+          spec: {
+            podSelector: { matchLabels: { app: "a" } },
+            ingress: [{ from: [{ podSelector: { matchLabels: { app: "b" } } }] }],
+          },
+        });
+        await api.putObject("networkpolicies", {
+          metadata: { namespace: "x", name: "egress-all" },
+          spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], egress: [{}] },
+        });
+        daemon = await startDaemon(lab, {
+          galaxyJson: { DefaultNetworks: [] },
+          kubeconfig: api.kubeconfig,
+          flags: ["--network-policy"],
+        });
+        await eventually("the pod chains", lab, (k) => /-s 198\.18\.40\.2\/32 .*-j GLX-POD-E-/.test(k.rules));
+        // Pods in x: a is selected by both policies for ingress, by egress-all for egress.
+        const planned = await galaxy(["plan", "--json", `--socket-path=${daemon.socket}`, "x/a"]);
+        const plan: Plan = JSON.parse(planned.stdout);
+        assert.deepEqual(plan.policiesByDirection, {
+          ingress: ["x/egress-all", "x/from-b"],
+          egress: ["x/egress-all"],
+        });
+        assert.deepEqual(plan.policies, ["x/egress-all", "x/from-b"]);
+
+        const live = glxState(await kernel(lab));
+        const [chain, set] = ["GLX-POD-I-STALE00000000000", "GLX-pods-STALE00000000000"];
+        await plantStale(lab, chain, set);
+        const first = await galaxy(["audit", "--json", `--socket-path=${daemon.socket}`]);
+        assert.equal(first.code, 1, first.stdout + first.stderr);
+        const report: AuditReport = JSON.parse(first.stdout);
+        assert.deepEqual(report.findings.map((f) => [f.kind, f.object, f.fixable]), [
+          ["policy-object-without-policy", `chain ${chain}`, true],
+          ["policy-object-without-policy", `set ${set}`, true],
+        ], first.stdout);
+        assert.match(
+          report.findings[0].evidence,
+          /not in the state the policy engine last applied \(2 policies/,
+        );
+        const fix = await galaxy(["audit", "--fix", "--json", `--socket-path=${daemon.socket}`]);
+        assert.equal(fix.code, 0, fix.stdout + fix.stderr);
+        const fixed: AuditReport = JSON.parse(fix.stdout);
+        assert.deepEqual(fixed.fixed!.map((x) => [x.object, x.ok]), [[`chain ${chain}`, true], [
+          `set ${set}`,
+          true,
+        ]]);
+        const after = await kernel(lab);
+        assert.ok(
+          !after.rules.includes("STALE") && !after.sets.includes("STALE"),
+          `left:\n${after.rules}\n${after.sets}`,
+        );
+        assert.deepEqual(glxState(after), live, "the live policies' rules and sets changed");
+        const again = await galaxy(["audit", `--socket-path=${daemon.socket}`]);
+        assert.equal(again.code, 0, again.stdout);
+
+        // Without --network-policy nothing owns GLX- state: what is planted after the start-up removal is an
+        // orphan, and --fix removes it.
+        const out = await daemon.process.stop("SIGTERM");
+        daemon = undefined;
+        assert.equal(out.code, 0, out.stderr);
+        daemon = await startDaemon(lab, { galaxyJson: { DefaultNetworks: [] }, kubeconfig: api.kubeconfig });
+        await plantStale(lab, chain, set);
+        const off = await galaxy(["audit", "--fix", "--json", `--socket-path=${daemon.socket}`]);
+        assert.equal(off.code, 0, off.stdout + off.stderr);
+        const offReport: AuditReport = JSON.parse(off.stdout);
+        assert.deepEqual(offReport.findings.map((f) => f.object), [`chain ${chain}`, `set ${set}`]);
+        assert.match(offReport.findings[0].evidence, /--network-policy is off/);
+        const gone = await kernel(lab);
+        assert.ok(
+          !gone.rules.includes("GLX") && !gone.sets.includes("GLX"),
+          `left:\n${gone.rules}\n${gone.sets}`,
+        );
+        const out2 = await daemon.process.stop("SIGTERM");
+        daemon = undefined;
+        assert.equal(out2.code, 0, out2.stderr);
       } finally {
         if (daemon) await daemon.process.stop("SIGKILL");
         await api.process.stop("SIGTERM");

@@ -59,9 +59,18 @@ export class Started {
   }
 }
 
-function spawnIn(ns: Netns, cmd: string, args: string[], env?: Record<string, string>): Started {
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", ns.name, cmd, ...args],
+function spawnIn(
+  ns: Netns,
+  cmd: string,
+  args: string[],
+  env?: Record<string, string>,
+  netOnly = false,
+): Started {
+  // `ip netns exec` also gives the process a mount namespace of its own, which does not see bind mounts made
+  // later outside it (a container runtime's pod netns files); `nsenter --net` switches the network only.
+  const prefix = netOnly ? ["nsenter", `--net=${ns.path}`] : ["ip", "netns", "exec", ns.name];
+  const child = new Deno.Command(prefix[0], {
+    args: [...prefix.slice(1), cmd, ...args],
     env,
     stdin: "null",
     stdout: "piped",
@@ -193,6 +202,11 @@ export interface DaemonOptions {
   flags?: string[];
   /** Wait for /readyz (default true). */
   waitReady?: boolean;
+  /**
+   * Enter the node namespace with `nsenter --net` only (default: `ip netns exec`), so that the daemon sees
+   * netns files a container runtime bind-mounts after it started.
+   */
+  netOnly?: boolean;
   /** The state folder (default `<lab>/state`; a restarted daemon passes the same). */
   stateDir?: string;
   /** Extra environment (e.g. `XTABLES_LOCKFILE` for a legacy-iptables daemon). */
@@ -227,7 +241,7 @@ export async function startDaemon(lab: Lab, options: DaemonOptions): Promise<Dae
   for (const [flag, value] of Object.entries(labDefaults)) {
     if (!args.some((a) => a.startsWith(`--${flag}=`))) args.push(`--${flag}=${value}`);
   }
-  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env);
+  const process = spawnIn(lab.node, `${bin}/galaxy`, args, options.env, options.netOnly);
   const daemon = { socket, stateDir, process };
   if (options.waitReady ?? true) {
     try {
@@ -266,11 +280,14 @@ export function shimList(socket: string, cniVersion = "1.1.0"): Record<string, u
   };
 }
 
-/** Runs one verb through the shim exactly as a runtime would (libcni semantics, in the node namespace). */
+/**
+ * Runs one verb through the shim exactly as a runtime would (libcni semantics, in the node namespace). `path`
+ * folders come before the launchers in the runtime's CNI_PATH.
+ */
 export async function runtimeCall(
   lab: Lab,
   verb: "add" | "del" | "check" | "status" | "gc",
-  call: PodCall & { list: Record<string, unknown>; valid?: unknown[] },
+  call: PodCall & { list: Record<string, unknown>; valid?: unknown[]; path?: string[] },
 ): Promise<RunResult> {
   const args: [string, string][] = [["IgnoreUnknown", "1"]];
   if (call.k8s) {
@@ -287,7 +304,7 @@ export async function runtimeCall(
       args,
       capabilityArgs: call.capabilityArgs,
     },
-    path: [await launcherDir()],
+    path: [...(call.path ?? []), await launcherDir()],
     cacheDir: `${lab.dir}/runtime-cache`,
     valid: call.valid,
   };

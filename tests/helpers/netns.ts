@@ -34,8 +34,12 @@ export function kernelSkipReason(): string | undefined {
  * Registers a test that needs root and iproute2. Where they are missing the test is ignored and the reason
  * printed, so a skipped kernel test is never silent.
  */
-export function kernelTest(name: string, fn: (t: Deno.TestContext) => Promise<void>): void {
-  const reason = kernelSkipReason();
+export function kernelTest(
+  name: string,
+  fn: (t: Deno.TestContext) => Promise<void>,
+  options: { otherSkipReason?: string } = {},
+): void {
+  const reason = kernelSkipReason() ?? options.otherSkipReason;
   if (reason) console.log(`skipping "${name}": ${reason}`);
   Deno.test({ name, ignore: reason !== undefined, fn });
 }

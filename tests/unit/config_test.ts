@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { goField, goKeyFold, loadGalaxyConfig, parseGalaxyConfig } from "../../daemon/config.ts";
+import {
+  goField,
+  goKeyFold,
+  loadGalaxyConfig,
+  parseGalaxyConfig,
+  unnamedNetworkWarnings,
+} from "../../daemon/config.ts";
 
 const SRC = "/etc/galaxy/galaxy.json";
 
@@ -41,9 +47,17 @@ Deno.test("config: the shipped example parses, in file order, fields untouched",
   assert.equal(cfg.eniIpNetwork, "galaxy-k8s-vlan");
 });
 
-Deno.test("config: a network's name defaults to its type", () => {
+Deno.test("config: a network without a name is known by its type and stays unnamed", () => {
   const cfg = parseGalaxyConfig(`{"NetworkConf":[{"type":"galaxy-veth","mtu":1400}]}`, SRC);
-  assert.deepEqual(cfg.networks.get("galaxy-veth"), { name: "galaxy-veth", type: "galaxy-veth", mtu: 1400 });
+  // As the Go daemon passed it: its plugins get no name.
+  assert.deepEqual(cfg.networks.get("galaxy-veth"), { type: "galaxy-veth", mtu: 1400 });
+  const [warning, ...more] = unnamedNetworkWarnings(cfg);
+  assert.match(warning, /network "galaxy-veth" has no name/);
+  assert.deepEqual(more, []);
+  assert.deepEqual(
+    unnamedNetworkWarnings(parseGalaxyConfig(`{"NetworkConf":[{"name":"a","type":"x"}]}`, SRC)),
+    [],
+  );
 });
 
 Deno.test("config: top-level keys match case-insensitively, as Go does; unknown keys are ignored", () => {

@@ -2,7 +2,7 @@
  * The files under `deploy/` against the code: every manifest parses (with the `yaml` package) into objects
  * whose fields the Kubernetes API types know, every `galaxy serve` / `galaxy install` flag is one the
  * executable accepts and lists in its help, every mounted path is one the code uses, the embedded
- * 00-galaxy.conf and galaxy.json equal the files and the code's text, and the RBAC is exactly what
+ * 00-galaxy.conflist and galaxy.json equal the files and the code's text, and the RBAC is exactly what
  * daemon/k8s.ts and daemon/policy/watch.ts call.
  * @module
  */
@@ -347,12 +347,12 @@ Deno.test("deploy: every manifest parses into Kubernetes objects whose fields th
   assert.equal(shapeErrors(k8s, typo, "V1DaemonSet", "typo").length, 1);
 });
 
-Deno.test("deploy: the ConfigMaps hold exactly deploy/galaxy.json and deploy/00-galaxy.conf, the code's text", async () => {
+Deno.test("deploy: the ConfigMaps hold exactly deploy/galaxy.json and deploy/00-galaxy.conflist, the code's text", async () => {
   const objects = await manifests();
   const galaxyJson = await Deno.readTextFile(`${DEPLOY}/galaxy.json`);
-  const cniConf = await Deno.readTextFile(`${DEPLOY}/00-galaxy.conf`);
+  const cniConf = await Deno.readTextFile(`${DEPLOY}/00-galaxy.conflist`);
 
-  assert.equal(cniConf, cniConfText(DEFAULT_SOCKET_PATH), "deploy/00-galaxy.conf is what install writes");
+  assert.equal(cniConf, cniConfText(DEFAULT_SOCKET_PATH), "deploy/00-galaxy.conflist is what install writes");
   assert.equal(galaxyJson, EXAMPLE_GALAXY_JSON, "deploy/galaxy.json is install's example");
   const config = parseGalaxyConfig(galaxyJson, "deploy/galaxy.json");
   assert.ok(config.networks.size > 0);
@@ -361,8 +361,13 @@ Deno.test("deploy: the ConfigMaps hold exactly deploy/galaxy.json and deploy/00-
   assert.deepEqual(Object.keys(etc.data), ["galaxy.json"]);
   assert.equal(etc.data["galaxy.json"], galaxyJson);
   const cni = only(objects, "ConfigMap", "cni-etc");
-  assert.deepEqual(Object.keys(cni.data), ["00-galaxy.conf"]);
-  assert.equal(cni.data["00-galaxy.conf"], cniConf);
+  assert.deepEqual(Object.keys(cni.data), ["00-galaxy.conflist"]);
+  assert.equal(cni.data["00-galaxy.conflist"], cniConf);
+  // Runtimes on libcni < 1.2 (containerd 1.6) read cniVersion, newer ones pick the highest of cniVersions.
+  const list = JSON.parse(cniConf);
+  assert.equal(list.cniVersion, "1.0.0");
+  assert.deepEqual(list.cniVersions, ["1.0.0", "1.1.0"]);
+  assert.equal(list.plugins[0].type, "galaxy-sdn");
 });
 
 Deno.test("deploy: RBAC grants only what daemon/k8s.ts and daemon/policy/watch.ts call, to the DaemonSet's ServiceAccount", async () => {
@@ -451,7 +456,7 @@ Deno.test("deploy: the DaemonSet runs galaxy install then galaxy serve, with val
       assertCodePath(m.mountPath, where);
       const volume = volumes.get(m.name);
       assert.ok(volume, `${where}: no such volume`);
-      // Paths cross between host and container (CNI_NETNS, the socket in 00-galaxy.conf, plugin links),
+      // Paths cross between host and container (CNI_NETNS, the socket in 00-galaxy.conflist, plugin links),
       // so a host folder is mounted at its own path.
       if (volume.hostPath) assert.equal(clean(m.mountPath), clean(volume.hostPath.path), where);
       assert.ok(!mounts.has(clean(m.mountPath)), `${where}: mounted twice`);
@@ -502,7 +507,7 @@ Deno.test("deploy: the DaemonSet runs galaxy install then galaxy serve, with val
   assert.equal(installed.socketPath, flags.socketPath, "install's conf points at the daemon's socket");
   assert.equal(
     cniConfText(installed.socketPath),
-    only(objects, "ConfigMap", "cni-etc").data["00-galaxy.conf"],
+    only(objects, "ConfigMap", "cni-etc").data["00-galaxy.conflist"],
   );
   assert.deepEqual(flags.cniPaths, [installed.binDir], "the daemon runs the plugin links install made");
 

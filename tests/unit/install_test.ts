@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { CNI_CONF_NAME, cniConfText, EXAMPLE_GALAXY_JSON } from "../../cli/install.ts";
+import {
+  CNI_CONF_NAME,
+  cniConfText,
+  EXAMPLE_GALAXY_JSON,
+  isOldGalaxyConf,
+  OLD_CNI_CONF_NAME,
+} from "../../cli/install.ts";
 import { parseGalaxyConfig } from "../../daemon/config.ts";
 import { EXECUTABLE_NAMES, LAUNCHER_HEADER } from "../../cli/launchers.ts";
 import { compiledBinary, launcherDir } from "../helpers/launchers.ts";
@@ -40,6 +46,11 @@ Deno.test("install: creates exactly the expected files and links, is idempotent,
     }
     await Deno.writeTextFile(`${root}/etc/cni/net.d/99-other.conflist`, "{}");
     const before = await snapshot(root);
+    // A switched node: the Go Galaxy's 00-galaxy.conf (its DaemonSet's bytes) would sort before the conflist.
+    await Deno.writeTextFile(
+      `${root}/etc/cni/net.d/${OLD_CNI_CONF_NAME}`,
+      '{"name":"galaxy-sdn","type":"galaxy-sdn","capabilities":{"portMappings":true},"cniVersion":"1.2.0"}',
+    );
     const flags = [
       `--bin-dir=${root}/opt/cni/galaxy/bin`,
       `--cni-bin-dir=${root}/opt/cni/bin`,
@@ -55,7 +66,7 @@ Deno.test("install: creates exactly the expected files and links, is idempotent,
     assert.deepEqual(
       added,
       [
-        "etc/cni/net.d/00-galaxy.conf",
+        "etc/cni/net.d/00-galaxy.conflist",
         "etc/galaxy",
         "etc/galaxy/galaxy.json",
         "opt/cni/bin/galaxy-sdn",
@@ -79,11 +90,13 @@ Deno.test("install: creates exactly the expected files and links, is idempotent,
     );
     const conf = JSON.parse(await Deno.readTextFile(`${root}/etc/cni/net.d/${CNI_CONF_NAME}`));
     assert.deepEqual(conf, {
-      cniVersion: "1.1.0",
+      cniVersion: "1.0.0",
+      cniVersions: ["1.0.0", "1.1.0"],
       name: "galaxy-sdn",
-      type: "galaxy-sdn",
-      capabilities: { portMappings: true },
+      plugins: [{ type: "galaxy-sdn", capabilities: { portMappings: true } }],
     });
+    assert.ok(!(`etc/cni/net.d/${OLD_CNI_CONF_NAME}` in installed), "the old 00-galaxy.conf is removed");
+    assert.match(first.stdout, /remove .*00-galaxy\.conf$/m);
     assert.equal(installed["etc/galaxy/galaxy.json"], `${0o644}:${EXAMPLE_GALAXY_JSON}`);
     assert.deepEqual(parseGalaxyConfig(EXAMPLE_GALAXY_JSON, "example").defaultNetworks, ["galaxy-flannel"]);
 
@@ -119,4 +132,15 @@ Deno.test("install: unknown flags are usage errors", async () => {
   const r = await runCommand(`${await launcherDir()}/galaxy`, ["install", "--bogus"]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /bogus/);
+});
+
+Deno.test("install: only a 00-galaxy.conf of Galaxy's shim is removed, never someone else's file", () => {
+  assert.ok(isOldGalaxyConf('{"name":"galaxy-sdn","type":"galaxy-sdn","cniVersion":"1.2.0"}'));
+  assert.ok(
+    isOldGalaxyConf('{"cniVersion":"1.1.0","name":"galaxy-sdn","type":"galaxy-sdn","socketPath":"/x"}'),
+  );
+  assert.ok(!isOldGalaxyConf('{"name":"mynet","type":"bridge"}'));
+  assert.ok(!isOldGalaxyConf('{"name":"galaxy-sdn","plugins":[{"type":"galaxy-sdn"}]}'));
+  assert.ok(!isOldGalaxyConf("not json"));
+  assert.ok(!isOldGalaxyConf(undefined));
 });

@@ -479,7 +479,7 @@ Deno.test("resolve: no annotation → DefaultNetworks, network i gets eth<i>", a
     assert.deepEqual(nets[0], {
       name: "a",
       ifname: "eth0",
-      list: { name: "a", plugins: [{ name: "a", type: "a" }] },
+      list: { name: "", plugins: [{ type: "a" }] },
       isList: false,
       source: `galaxy.json NetworkConf "a"`,
       args: [["IgnoreUnknown", "1"]],
@@ -491,7 +491,7 @@ Deno.test("resolve: no annotation → DefaultNetworks, network i gets eth<i>", a
   });
 });
 
-Deno.test("resolve: the shipped config; name injected, cniVersion left absent", async () => {
+Deno.test("resolve: the shipped config; names kept as written (none stays none), cniVersion left absent", async () => {
   await withConfig(async (cfg, confDir) => {
     const [net] = await resolveNetworks(pod(), "eth0", cfg, { confDir });
     assert.equal(net.name, "galaxy-flannel");
@@ -506,9 +506,12 @@ Deno.test("resolve: the shipped config; name injected, cniVersion left absent", 
     });
     assert.equal(Object.hasOwn(net.list, "cniVersion"), false);
     assert.equal(Object.hasOwn(net.list.plugins[0], "cniVersion"), false);
-    // An entry without a name is reachable by its type, and gets the name injected.
+    // An entry without a name is reachable by its type and reaches its plugin unnamed, as in the Go Galaxy
+    // (the list name "" stands for that).
     const [eni] = await resolveNetworks(pod({ [NETS]: "tke-route-eni" }), "eth0", cfg, { confDir });
-    assert.equal(eni.list.plugins[0].name, "tke-route-eni");
+    assert.equal(eni.name, "tke-route-eni");
+    assert.equal(eni.list.name, "");
+    assert.equal(Object.hasOwn(eni.list.plugins[0], "name"), false);
   });
 });
 

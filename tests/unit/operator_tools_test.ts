@@ -15,6 +15,9 @@ import {
 import { CniMetrics } from "../../daemon/metrics.ts";
 import { formatPlan, planPod } from "../../daemon/plan.ts";
 import { startServer } from "../../daemon/server.ts";
+import { engineSelector, PolicyEngine } from "../../daemon/policy/mod.ts";
+import { policyFromObject } from "../../daemon/policy/model.ts";
+import { parseIptablesSave } from "../../netops/iptables.ts";
 
 const VERSION_PLUGIN = `#!/bin/sh
 if [ "$CNI_COMMAND" = VERSION ]; then
@@ -337,4 +340,170 @@ Deno.test("audit: dead, young and busy containers, addresses reserved twice; --f
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("plan: the policies selecting the pod, per direction, by the compiler's own selection", async () => {
+  const engine = new PolicyEngine("node-a", {
+    apply: () => Promise.reject(new Error("no apply")),
+    forget() {},
+  }, {
+    error() {},
+    warn() {},
+    v() {},
+  });
+  const policy = (namespace: string, name: string, spec: Record<string, unknown>) =>
+    engine.setPolicy(policyFromObject({ metadata: { namespace, name }, spec }));
+  policy("x", "web-in", { podSelector: { matchLabels: { app: "web" } }, policyTypes: ["Ingress"] });
+  policy("x", "all-both", { podSelector: {}, policyTypes: ["Ingress", "Egress"] });
+  policy("x", "not-db", {
+    podSelector: { matchExpressions: [{ key: "app", operator: "NotIn", values: ["web"] }] },
+    egress: [{}],
+  });
+  policy("y", "web-elsewhere", { podSelector: { matchLabels: { app: "web" } } }); // another namespace
+  await engine.close();
+  const config = parseGalaxyConfig(JSON.stringify({ NetworkConf: [], DefaultNetworks: [] }), "galaxy.json");
+  const plan = await planPod(
+    {
+      config,
+      confDir: "/nonexistent",
+      cniPaths: [],
+      stateDir: "/nonexistent",
+      pods: {
+        getPod: () => Promise.resolve({ metadata: { namespace: "x", name: "p", labels: { app: "web" } } }),
+      },
+      policies: engineSelector(engine),
+    },
+    "x",
+    "p",
+  );
+  assert.deepEqual(plan.policiesByDirection, { ingress: ["x/all-both", "x/web-in"], egress: ["x/all-both"] });
+  assert.deepEqual(plan.policies, ["x/all-both", "x/web-in"]);
+  assert.match(formatPlan(plan), /^policies: ingress: x\/all-both, x\/web-in; egress: x\/all-both$/m);
+  // Without an engine the field says so rather than "none".
+  const none = await planPod(
+    { config, confDir: "/nonexistent", cniPaths: [], stateDir: "/nonexistent" },
+    "x",
+    "p",
+  );
+  assert.deepEqual([none.policies, none.policiesByDirection], [null, null]);
+  assert.match(formatPlan(none), /^policies: \(no policy engine in this daemon\)$/m);
+});
+
+Deno.test("audit: GLX- chains and sets outside the owned state are orphans; --fix is one removal, then checked", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gtest-auditglx-" });
+  try {
+    let filter = [
+      "*filter",
+      ":FORWARD ACCEPT [0:0]",
+      ":GLX-INGRESS - [0:0]",
+      ":GLX-POD-I-STALE - [0:0]",
+      "-A FORWARD -j GLX-INGRESS",
+      "-A GLX-INGRESS -d 198.18.0.2/32 -j GLX-POD-I-STALE",
+      "-A GLX-POD-I-STALE -j DROP",
+      "COMMIT",
+    ].join("\n");
+    let sets = [{ name: "GLX-pods-LIVE", type: "hash:ip" }, { name: "GLX-pods-OLD", type: "hash:ip" }];
+    const iptables = {
+      save: (table: string) =>
+        Promise.resolve(parseIptablesSave(table === "filter" ? filter : "*nat\nCOMMIT")[0]),
+    };
+    const removals: string[] = [];
+    let removes = true;
+    let owned: { chains: Set<string>; sets: Set<string>; why: string } | undefined = {
+      chains: new Set(["GLX-INGRESS"]),
+      sets: new Set(["GLX-pods-LIVE"]),
+      why: "not in the engine's state",
+    };
+    const inventory = {
+      expectedObjects: () => Promise.resolve(owned),
+      presentSets: () => Promise.resolve(sets),
+      removeOrphans: () => {
+        removals.push("sync");
+        if (!removes) return Promise.resolve("full sync");
+        filter = filter.split("\n").filter((l) => !l.includes("STALE")).join("\n");
+        sets = sets.filter((s) => s.name !== "GLX-pods-OLD");
+        return Promise.resolve("full sync");
+      },
+    };
+    const ctx = {
+      stateDir: `${dir}/state`,
+      ipDirs: [],
+      graceMs: 60_000,
+      hostNetns: `${dir}/no-such-host-netns`,
+      iptables: iptables as never,
+      policies: inventory,
+      isBusy: () => false,
+      busyContainers: () => [],
+      withLock: <T>(_: string, fn: () => Promise<T>) => fn(),
+      releaseState: () => Promise.resolve(true),
+    };
+    const report = await runAudit(ctx);
+    const glx = report.findings.filter((f) => f.kind === "policy-object-without-policy");
+    assert.deepEqual(glx.map((f) => [f.object, f.fixable]), [
+      ["chain GLX-POD-I-STALE", true],
+      ["set GLX-pods-OLD", true],
+    ]);
+    assert.equal(glx[0].evidence, "not in the engine's state; 1 rule(s), jumped to from GLX-INGRESS");
+    assert.equal(glx[1].evidence, "not in the engine's state; hash:ip");
+    assert.deepEqual([report.checked["policy-chains"], report.checked["policy-sets"]], [2, 2]);
+    assert.deepEqual(removals, []);
+    const fixed = await runAudit(ctx, { fix: true });
+    assert.deepEqual(removals, ["sync"], "one removal for every GLX- orphan");
+    assert.deepEqual(fixed.fixed!.filter((x) => x.kind === "policy-object-without-policy").map((x) => x.ok), [
+      true,
+      true,
+    ]);
+    // A removal that leaves the object is reported as not fixed.
+    removes = false;
+    filter = filter.replace(":GLX-INGRESS", ":GLX-POD-I-STALE - [0:0]\n:GLX-INGRESS");
+    const stuck = await runAudit(ctx, { fix: true });
+    assert.match(
+      stuck.fixed!.find((x) => x.object === "chain GLX-POD-I-STALE")!.error!,
+      /still present after: full sync/,
+    );
+    // An engine that has not synced judges nothing.
+    owned = undefined;
+    const early = await runAudit(ctx);
+    assert.equal(early.findings.filter((f) => f.kind === "policy-object-without-policy").length, 0);
+    assert.ok(early.errors.some((e) => /holds no applied state yet/.test(e)), early.errors.join("\n"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("engine: owned() is the last applied state, none before the first sync; syncNow() waits for a fresh one", async () => {
+  const applied: boolean[] = [];
+  let fresh = true;
+  const applier = {
+    apply: () => {
+      applied.push(fresh);
+      const stats = {
+        fresh,
+        setsWritten: 0,
+        membersChanged: 0,
+        setsDestroyed: 0,
+        chainsWritten: 0,
+        chainsDeleted: 0,
+      };
+      fresh = false;
+      return Promise.resolve(stats);
+    },
+    forget: () => fresh = true,
+  };
+  const engine = new PolicyEngine("node-a", applier, { error() {}, warn() {}, v() {} });
+  engine.debounceMs = 0;
+  engine.setPolicy(
+    policyFromObject({ metadata: { namespace: "x", name: "deny" }, spec: { podSelector: {} } }),
+  );
+  engine.setPod({ namespace: "x", name: "a", labels: {}, ip: "198.18.0.2", nodeName: "node-a", ports: [] });
+  assert.equal(engine.owned(), undefined);
+  await assert.rejects(engine.syncNow(), /not running its syncs/);
+  engine.ready();
+  await engine.idle();
+  const owned = engine.owned()!;
+  assert.ok(owned.chains.has("GLX-INGRESS") && [...owned.chains].some((c) => c.startsWith("GLX-POD-I-")));
+  assert.deepEqual(applied, [true]);
+  await engine.syncNow(5000);
+  assert.deepEqual(applied, [true, true], "syncNow's sync re-read the kernel");
+  await engine.close();
 });

@@ -237,12 +237,26 @@ Deno.test("a configuration without type gives code 7 naming type", async () => {
   assert.equal(calls.length, 0);
 });
 
-Deno.test("a configuration without a valid name gives code 7", async () => {
+Deno.test("an invalid name gives code 7; no name (or upstream flannel's empty one) is accepted (unnamed galaxy.json networks)", async () => {
   const { plugin, calls } = fakePlugin();
-  expectError(await run(plugin, envFor("ADD"), { cniVersion: "1.1.0", type: "fake" }), 7, /name/);
-  expectError(await run(plugin, envFor("ADD"), conf("1.1.0", { name: "" })), 7, /name/);
   expectError(await run(plugin, envFor("ADD"), conf("1.1.0", { name: "bad name" })), 7, /name/);
+  expectError(await run(plugin, envFor("ADD"), conf("1.1.0", { name: 5 })), 7, /name/);
   assert.equal(calls.length, 0);
+  expectSuccess(await run(plugin, envFor("ADD"), { cniVersion: "1.1.0", type: "fake" }));
+  expectSuccess(await run(plugin, envFor("ADD"), conf("1.1.0", { name: "" })));
+  assert.equal(calls.length, 2);
+  assert.equal(calls[0].config.name, undefined);
+});
+
+Deno.test('cniVersion "" is 0.1.0, as libcni reads it: accepted, answered and failed in 0.1.0', async () => {
+  const { plugin, calls } = fakePlugin();
+  const out = await run(plugin, envFor("ADD"), conf("1.1.0", { cniVersion: "" }));
+  const printed = expectSuccess(out) as { cniVersion: string; ip4?: unknown };
+  assert.equal(printed.cniVersion, "0.1.0");
+  assert.ok(printed.ip4, "a 0.1.0 result keeps its address");
+  assert.equal(calls[0].cniVersion, "0.1.0");
+  const err = expectError(await run(plugin, envFor("CHECK"), conf("1.1.0", { cniVersion: "" })), 1, /CHECK/);
+  assert.equal(err.cniVersion, "0.1.0");
 });
 
 Deno.test("DEL without CNI_NETNS is accepted", async () => {

@@ -677,7 +677,10 @@ Deno.test("selectVersion ignores unknown and higher versions", () => {
   assert.equal(selectVersion({ cniVersion: "2.0.0", cniVersions: ["1.2.0", "0.4.0", "bogus"] }), "0.4.0");
   assert.equal(selectVersion({ cniVersion: "1.2.0", cniVersions: "1.1.0" }), undefined);
   assert.equal(selectVersion({ cniVersion: "1.2.0", cniVersions: ["2.0.0", 1, null] }), undefined);
-  assert.equal(selectVersion({}), undefined);
+  // No version, or libcni's empty one, is 0.1.0.
+  assert.equal(selectVersion({}), "0.1.0");
+  assert.equal(selectVersion({ cniVersion: "" }), "0.1.0");
+  assert.equal(selectVersion({ cniVersion: "", cniVersions: ["1.0.0"] }), "1.0.0");
 });
 
 Deno.test("selectVersion honours a restricted supported list", () => {

@@ -10,7 +10,7 @@ import { isObject } from "./flannel_subnet.ts";
 export const SAVED_KIND = "galaxyFlannelV1";
 
 /** The configuration the delegate gets. */
-export type DelegateConf = Record<string, unknown> & { cniVersion: CniVersion; name: string; type: string };
+export type DelegateConf = Record<string, unknown> & { cniVersion: CniVersion; name?: string; type: string };
 
 /** The content of `<dataDir>/<containerID>`. */
 export interface SavedAttachment {

@@ -136,13 +136,36 @@ export async function delegateIpam(
   if (!type) return undefined;
   const rt = { containerId: req.containerId, netns: req.netns, ifname: req.ifname, args: req.args };
   // Debian's IPAM plugins stop at 1.0.0: a 1.1.0 configuration is handed to them at the version they speak.
-  return await delegateVerb(verb, req.config, rt, {
+  const conf = type === "host-local" ? unnamedHostLocal(req.config) : req.config;
+  return await delegateVerb(verb, conf, rt, {
     path: req.path,
     env: req.env,
     pluginType: type,
     negotiate: true,
     label: label ?? `ipam ${type}`,
   });
+}
+
+/** host-local's folder when `ipam.dataDir` is not set. */
+const HOST_LOCAL_DATA_DIR = "/var/lib/cni/networks";
+
+/**
+ * host-local keeps its reservations in `<ipam.dataDir>/<name>`. A galaxy.json network without a name reaches
+ * its plugins unnamed, as the Go daemon passed it (galaxy-behaviour.md §2.5), and host-local is then meant to
+ * use `<dataDir>` itself (the folder the flannel GC's default list covers). host-local ≥ 1.0, like every plugin
+ * on CNI ≥ 0.8's skel (the Go Galaxy's own included), refuses a configuration without a name ("missing network
+ * name"), so an unnamed one is handed over as `name` = the folder's last part and `dataDir` = its parent: the
+ * same folder, for every host-local version. Named configurations are passed unchanged.
+ */
+export function unnamedHostLocal<T extends Record<string, unknown>>(conf: T): T {
+  if (typeof conf.name === "string" && conf.name !== "") return conf;
+  const ipam = (conf.ipam ?? {}) as Record<string, unknown>;
+  const dir = (typeof ipam.dataDir === "string" && ipam.dataDir ? ipam.dataDir : HOST_LOCAL_DATA_DIR)
+    .replace(/\/+$/, "");
+  const cut = dir.lastIndexOf("/");
+  const name = dir.slice(cut + 1);
+  if (cut <= 0 || !/^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/.test(name)) return conf;
+  return { ...conf, name, ipam: { ...ipam, dataDir: dir.slice(0, cut) } };
 }
 
 /**
