@@ -6,10 +6,14 @@
  * @module
  */
 
+import type { Plugin } from "../cni/skel.ts";
+
 /** What a mode's module exports. */
 export interface ModeModule {
   /** Runs the mode with the arguments after the name or subcommand; resolves to the exit code. */
   main(args: string[]): Promise<number>;
+  /** A built-in CNI plugin's functions, which the daemon calls in its own process. */
+  plugin?: Plugin;
 }
 
 /** One executable name (argv[0]) that selects a mode by itself. */
@@ -60,6 +64,26 @@ export const CNI_EXECUTABLES: Readonly<Record<string, Executable>> = {
     summary: "the node's flannel subnet through a delegate (bridge)",
   },
 };
+
+/** The executable name of the CNI shim, the one CNI executable that is not a plugin. */
+export const SHIM_NAME = "galaxy-sdn";
+
+/**
+ * Loaders of the built-in plugins' functions, by executable name (every CNI executable but the shim), for
+ * the daemon to call them in process (`cni/in_process.ts`).
+ */
+export function builtinPluginLoaders(): Record<string, () => Promise<Plugin>> {
+  const loaders: Record<string, () => Promise<Plugin>> = {};
+  for (const [name, exe] of Object.entries(CNI_EXECUTABLES)) {
+    if (name === SHIM_NAME) continue;
+    loaders[name] = async () => {
+      const plugin = (await exe.load()).plugin;
+      if (!plugin) throw new Error(`${exe.module} exports no plugin`);
+      return plugin;
+    };
+  }
+  return loaders;
+}
 
 /** The name of the executable itself, which takes a subcommand. */
 export const MAIN_NAME = "galaxy";

@@ -65,3 +65,24 @@ export function asRunningPlugin(
   if (chain.at(-1) === self) return { ...env };
   return delegationEnv(self, env);
 }
+
+/**
+ * Throws code 7 when the chain `env` carries repeats a type or is longer than {@linkcode MAX_DELEGATION_DEPTH}:
+ * the check of the one path every plugin call takes (`invoke.ts` runPluginFile, in process or not).
+ */
+export function checkDelegationChain(env: Readonly<Record<string, string | undefined>>): void {
+  const chain = delegationChain(env);
+  const repeated = chain.find((t, i) => chain.indexOf(t) !== i);
+  if (repeated !== undefined) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `plugin ${repeated} may not run its own type again (delegation loop ${chain.join(" → ")})`,
+    );
+  }
+  if (chain.length > MAX_DELEGATION_DEPTH) {
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      `delegation deeper than ${MAX_DELEGATION_DEPTH} plugins refused: ${chain.join(" → ")}`,
+    );
+  }
+}

@@ -9,6 +9,7 @@
  */
 import { writeFileAtomic } from "../netops/fs_atomic.ts";
 import { delegationEnv } from "./delegation.ts";
+import { guardDelegation, runInProcess } from "./in_process.ts";
 import { encodeBase64 } from "./wire.ts";
 import {
   asCniError,
@@ -136,6 +137,23 @@ export interface ExecOutcome {
 }
 
 /**
+ * The one way a plugin runs from here (a runtime's call, a list's member, a delegate): the delegation guard
+ * first, on every call, then the plugin in this process when it is a built-in this process registered
+ * (`configureInProcessPlugins`, the daemon), else its executable. Both give the same outcome: the executable's
+ * exit code and stdout; stderr, in process, stays empty (the plugin's log lines go to this process's stderr).
+ */
+export function runPluginFile(
+  pluginPath: string,
+  env: Record<string, string>,
+  options: { stdin: string; timeoutMs?: number },
+): Promise<ExecOutcome> {
+  guardDelegation(pluginPath, env);
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const inProcess = runInProcess(pluginPath, env, { stdin: options.stdin, timeoutMs });
+  return inProcess ?? execPlugin(pluginPath, env, options);
+}
+
+/**
  * Executes a plugin once with `env` and `stdin`. Throws a {@linkcode CniError} (code 102) when it runs longer
  * than `timeoutMs`, after killing it and everything it started: the plugin runs in its own process group
  * (session), and the timeout kills the group, so a plugin that forks (or a chain of delegates) cannot outlive
@@ -238,22 +256,48 @@ function cniEnv(verb: string, rt: RuntimeConf | undefined, options: InvokeOption
   return env;
 }
 
-/** Asks a plugin which versions it supports. */
+/**
+ * VERSION answers by plugin file: path, size and mtime. A plugin's answer is a property of its file, so a
+ * replaced or upgraded file (another size or mtime) is asked again; without it every IPAM delegation and every
+ * flannel ADD would start one more process just to learn the same two lines.
+ */
+const versionCache = new Map<string, { key: string; info: VersionInfo }>();
+
+function fileKey(path: string): string | undefined {
+  try {
+    const st = Deno.statSync(path);
+    return `${st.size}:${st.mtime?.getTime() ?? "?"}:${st.ino ?? "?"}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Forgets every cached VERSION answer (tests). */
+export function clearVersionCache(): void {
+  versionCache.clear();
+}
+
+/** Asks a plugin which versions it supports; the answer is cached per file (path, size, mtime). */
 export async function getVersionInfo(type: string, options: InvokeOptions): Promise<VersionInfo> {
   const path = findPlugin(type, options.path);
-  const outcome = await execPlugin(path, cniEnv("VERSION", undefined, options), {
+  const key = fileKey(path);
+  const cached = versionCache.get(path);
+  if (key !== undefined && cached?.key === key) return structuredClone(cached.info);
+  const outcome = await runPluginFile(path, cniEnv("VERSION", undefined, options), {
     stdin: JSON.stringify({ cniVersion: "1.1.0" }),
     timeoutMs: options.timeoutMs,
   });
   if (outcome.code !== 0) throw errorFromOutcome(path, outcome);
+  let info: VersionInfo;
   try {
-    const info = JSON.parse(outcome.stdout);
-    // Plugins from before 0.2.0 cannot answer VERSION; libcni reads that as "0.1.0 only".
-    if (!Array.isArray(info.supportedVersions)) return { cniVersion: "0.1.0", supportedVersions: ["0.1.0"] };
-    return info;
+    info = JSON.parse(outcome.stdout);
   } catch {
     throw new CniError(ErrorCode.DecodingFailure, `plugin ${path} answered VERSION with invalid JSON`);
   }
+  // Plugins from before 0.2.0 cannot answer VERSION; libcni reads that as "0.1.0 only".
+  if (!Array.isArray(info?.supportedVersions)) info = { cniVersion: "0.1.0", supportedVersions: ["0.1.0"] };
+  if (key !== undefined) versionCache.set(path, { key, info: structuredClone(info) });
+  return info;
 }
 
 /**
@@ -364,8 +408,10 @@ async function execVerbOnce(
 ): Promise<Result | undefined> {
   const type = options.pluginType ?? conf.type;
   const path = findPlugin(type, options.path);
+  // The recursion guard (cni/delegation.ts): the callee joins the chain its environment carries, in process or
+  // not; a type already in the chain, or a chain too deep, is refused here, before anything runs.
   const env = delegationEnv(type, cniEnv(verb, rt, options));
-  const outcome = await execPlugin(path, env, {
+  const outcome = await runPluginFile(path, env, {
     stdin: JSON.stringify(conf),
     timeoutMs: options.timeoutMs,
   });

@@ -13,9 +13,9 @@
 import {
   addNetworkList,
   checkNetworkList,
+  clearVersionCache,
   confAsList,
   delNetworkList,
-  findPlugin,
   gcNetworkList,
   getVersionInfo,
   type InvokeOptions,
@@ -195,18 +195,9 @@ async function withRequestsPaused<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-const versionCache = new Map<string, readonly string[]>();
-
+/** The versions a plugin supports: its VERSION answer, which `getVersionInfo` caches per plugin file. */
 async function supportedVersionsOf(type: string, options: InvokeOptions): Promise<readonly string[]> {
-  const path = findPlugin(type, options.path);
-  const st = await Deno.stat(path);
-  const key = `${path}\u0000${st.mtime?.getTime()}\u0000${st.size}`;
-  let versions = versionCache.get(key);
-  if (!versions) {
-    versions = (await getVersionInfo(type, options)).supportedVersions;
-    versionCache.set(key, versions);
-  }
-  return versions;
+  return (await getVersionInfo(type, options)).supportedVersions;
 }
 
 /**
@@ -840,5 +831,5 @@ export async function handleCni(ctx: HandlerContext, body: string): Promise<Hand
 
 /** Used by tests: the negotiated-version cache and lock tables start empty. */
 export function resetHandlerCaches(): void {
-  versionCache.clear();
+  clearVersionCache();
 }

@@ -32,6 +32,8 @@ import type { NetworkPolicyHandle } from "./policy/mod.ts";
 import { runQueuedDels } from "./queued_dels.ts";
 import { startServer } from "./server.ts";
 import { configureNetnsWorkers, shutdownNetnsWorkers } from "../netops/netns.ts";
+import { configureInProcessPlugins } from "../cni/in_process.ts";
+import { builtinPluginLoaders } from "../cli/executables.ts";
 import { Iptables } from "../netops/iptables.ts";
 import { PortMapper } from "./portmap.ts";
 import {
@@ -125,6 +127,8 @@ export async function main(args: string[]): Promise<number> {
   configureLogging(flags);
   // A long-lived process: namespace work goes to pooled setns workers, not an nsenter child per step.
   configureNetnsWorkers({ executor: "worker" });
+  // Built-in plugins (and a built-in's delegate) run as functions here, not as a Deno process each.
+  await configureInProcessPlugins(builtinPluginLoaders());
   const log = getLog("daemon");
   log.info(`starting ${versionLine()}`);
   const notInEffect = notInEffectWarning(flags);

@@ -4,6 +4,7 @@
  * (GC removals and errors, sysctl writes, ENI set-up).
  * @module
  */
+import type { PolicyCounters } from "./policy/engine.ts";
 
 /** Latency buckets in seconds, around what a CNI ADD costs (tens of ms) up to a stuck plugin. */
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -156,26 +157,8 @@ export function describeExchange(
   return { verb, code };
 }
 
-/** The network policy engine's counters, as `PolicyEngine.counters` holds them. */
-export interface PolicyMetricValues {
-  /** Full compiles applied. */
-  fullSyncs: number;
-  /** Pod events applied incrementally. */
-  incrementalSyncs: number;
-  /** Compiles or applies that failed (the last good state stayed). */
-  errors: number;
-  /** Seconds of the last full compile + apply. */
-  lastFullSeconds: number;
-  /** Seconds of the last incremental apply. */
-  lastIncrementalSeconds: number;
-  /** Chains in force. */
-  chains: number;
-  /** Sets in force. */
-  sets: number;
-}
-
 /** The Prometheus text of the network policy counters (`--network-policy`). */
-export function renderPolicyMetrics(c: PolicyMetricValues): string {
+export function renderPolicyMetrics(c: PolicyCounters): string {
   const metric = (
     name: string,
     type: string,

@@ -5,10 +5,9 @@
  * tested byte for byte.
  * @module
  */
-import { createHash } from "node:crypto";
 import { CniError, ErrorCode } from "../cni/spec.ts";
 import { isIP } from "../netops/ip_address.ts";
-import { RestoreBatch, type SavedTable } from "../netops/iptables.ts";
+import { chainHash16, RestoreBatch, type SavedTable } from "../netops/iptables.ts";
 
 /** The annotation whose presence turns on random host ports, and which receives the ports chosen. */
 export const PORTMAPPING_ANNOTATION = "tkestack.io/portmapping";
@@ -40,24 +39,6 @@ export interface Port {
   podIP: string;
 }
 
-const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
-function base32(bytes: Uint8Array): string {
-  let out = "";
-  let bits = 0;
-  let value = 0;
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += BASE32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
-  return out;
-}
-
 /**
  * The per-port chain: `KUBE-HP-` + the first 16 characters of base32(SHA-256(hostPort, protocol,
  * containerPort, podName)), Galaxy's formula. A `hostIP`, when set, is hashed too (Galaxy leaves it out, so two
@@ -67,8 +48,7 @@ export function hostportChainName(
   port: Pick<Port, "hostPort" | "protocol" | "containerPort" | "podName" | "hostIP">,
 ): string {
   const input = `${port.hostPort}${port.protocol}${port.containerPort}${port.podName}${port.hostIP ?? ""}`;
-  const digest = createHash("sha256").update(input).digest();
-  return HOSTPORT_CHAIN_PREFIX + base32(new Uint8Array(digest)).slice(0, 16);
+  return HOSTPORT_CHAIN_PREFIX + chainHash16(input);
 }
 
 /** A port entry before the pod's name and address are known. */

@@ -545,6 +545,33 @@ export async function runBatch(
   }
 }
 
+/**
+ * {@linkcode runBatch} of `ops`, then the link `name` as it is afterwards, read by the same `ip` process (a
+ * last `link show` line of the batch, printed as JSON): one process where a change and its read-back took
+ * two. `undefined` when the batch went through but the link is gone.
+ */
+export async function runBatchThenLink(
+  netnsPath: string | null,
+  ops: readonly IpOp[],
+  name: string,
+): Promise<Link | undefined> {
+  const show = op("link", "show", "dev", validateIfName(name));
+  const all = [...ops, show];
+  const [r] = await runCommands(netnsPath, [{
+    argv: ["ip", "-j", "-d", "-batch", "/dev/stdin"],
+    stdin: batchText(all),
+  }]);
+  if (r.code !== 0) {
+    const failures = batchFailures(r.stderr, all);
+    const onlyTheRead = failures.length === 1 && failures[0].line === all.length;
+    if (onlyTheRead && /does not exist/.test(r.stderr)) return undefined;
+    throw new IpBatchError(netnsPath, { failures, stderr: r.stderr, code: r.code });
+  }
+  // Only the last line prints anything: one JSON array with the link.
+  const [raw] = JSON.parse(r.stdout.trim() || "[]") as RawLink[];
+  return raw === undefined ? undefined : toLink(raw);
+}
+
 // ---------------------------------------------------------------------------------------------- reads
 
 async function ipJson<T>(netnsPath: string | null, args: string[]): Promise<T[]> {

@@ -10,6 +10,7 @@
  * every type carries the family so ip6tables is an addition, not a change.
  * @module
  */
+import { createHash } from "node:crypto";
 import { runCommands } from "./netns.ts";
 
 /** An address family: 4 (iptables) or 6 (ip6tables). */
@@ -484,4 +485,27 @@ export class Iptables {
       );
     }
   }
+}
+
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/**
+ * The first 16 characters of the standard base32 (RFC 4648, unpadded) of SHA-256 over `text`: the suffix that
+ * kubelet's hostport chains and Galaxy's `KUBE-HP-` and `GLX-` names are made of.
+ */
+export function chainHash16(text: string): string {
+  const digest = createHash("sha256").update(text).digest();
+  let out = "";
+  let bits = 0;
+  let value = 0;
+  for (const b of digest) {
+    value = ((value << 8) | b) & 0xfff;
+    bits += 8;
+    while (bits >= 5 && out.length < 16) {
+      out += BASE32[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    if (out.length === 16) break;
+  }
+  return out;
 }

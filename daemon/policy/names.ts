@@ -4,7 +4,7 @@
  * are split by direction (Galaxy had one for both, its [BUG] 1).
  * @module
  */
-import { createHash } from "node:crypto";
+import { chainHash16 } from "../../netops/iptables.ts";
 
 /** Every chain and set of the engine starts with this. */
 export const PREFIX = "GLX-";
@@ -18,26 +18,6 @@ export const INGRESS_CHAIN = "GLX-INGRESS";
  */
 export const DENY_MARK = "0x2000000";
 
-const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
-/** Standard base32 (RFC 4648) without padding. */
-function base32(bytes: Uint8Array): string {
-  let out = "";
-  let bits = 0;
-  let value = 0;
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += ALPHABET[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-    value &= (1 << bits) - 1;
-  }
-  if (bits > 0) out += ALPHABET[(value << (5 - bits)) & 31];
-  return out;
-}
-
 /** Hashes already computed: compiles repeat them for every pod event of this node. Bounded by clearing. */
 const hashCache = new Map<string, string>();
 const HASH_CACHE_MAX = 100_000;
@@ -47,7 +27,7 @@ export function hash16(text: string): string {
   let h = hashCache.get(text);
   if (h === undefined) {
     if (hashCache.size >= HASH_CACHE_MAX) hashCache.clear();
-    h = base32(createHash("sha256").update(text).digest()).slice(0, 16);
+    h = chainHash16(text);
     hashCache.set(text, h);
   }
   return h;

@@ -43,7 +43,20 @@ export interface PluginCall {
   extraPath?: string[];
   /** The namespace to run in; the lab's node by default. */
   in?: Netns;
+  /**
+   * How the plugin runs: its executable (`exec`, the default) or called in process the daemon's way
+   * (`in-process`, through `tests/helpers/in_process_runner.ts`), which must give the same output.
+   */
+  via?: PluginVia;
 }
+
+/** The two ways a built-in plugin runs: as its executable, or in the daemon's process. */
+export type PluginVia = "exec" | "in-process";
+
+/** Both ways, in the order a table runs them. */
+export const PLUGIN_VIAS: readonly PluginVia[] = ["exec", "in-process"];
+
+const IN_PROCESS_RUNNER = new URL("./in_process_runner.ts", import.meta.url).pathname;
 
 /** What a plugin call printed, parsed. */
 export interface PluginRun {
@@ -113,10 +126,10 @@ export async function runBuiltin(lab: Lab, plugin: string, call: PluginCall): Pr
     env.CNI_NETNS = ns === undefined ? "" : typeof ns === "string" ? ns : ns.path;
   }
   if (call.args) env.CNI_ARGS = Object.entries(call.args).map(([k, v]) => `${k}=${v}`).join(";");
-  const out = await lab.tryExec(call.in ?? lab.node, `${bin}/${plugin}`, [], {
-    stdin: JSON.stringify(call.conf),
-    env,
-  });
+  const [cmd, args] = call.via === "in-process"
+    ? [Deno.execPath(), ["run", "-A", "--quiet", IN_PROCESS_RUNNER, plugin]]
+    : [`${bin}/${plugin}`, []];
+  const out = await lab.tryExec(call.in ?? lab.node, cmd, args, { stdin: JSON.stringify(call.conf), env });
   const run: PluginRun = { code: out.code, stdout: out.stdout, stderr: out.stderr };
   const text = out.stdout.trim();
   if (out.code === 0) {

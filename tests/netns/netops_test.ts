@@ -45,6 +45,7 @@ import {
   ruleAdd,
   ruleDel,
   runBatch,
+  runBatchThenLink,
 } from "../../netops/ip.ts";
 import { getHostSysctls, getSysctls, setSysctls, SysctlError } from "../../netops/sysctl.ts";
 import { sendGratuitousArp } from "../../netops/arping.ts";
@@ -557,5 +558,33 @@ kernelTest("netops: gratuitous ARP from the pod updates the node's neighbour ent
     assert.match(logged[0], /arping -c 2 -A -I nope0 198\.18\.0\.2 failed/);
     assert.match(logged[1], /nsenter .*-gone/);
     await shutdownNetnsWorkers();
+  });
+});
+
+kernelTest("netops: a batch and the read-back of its link share one ip process", async () => {
+  await withLab("thenlink", async (lab) => {
+    const pod = await lab.pod("a");
+    const link = await runBatchThenLink(pod.path, [
+      linkAddVeth("tl0", "tl1"),
+      linkSet("tl0", { up: true, mtu: 1400 }),
+    ], "tl0");
+    assert.equal(link?.name, "tl0");
+    assert.equal(link?.kind, "veth");
+    assert.equal(link?.mtu, 1400);
+    const [kernel] = await lab.ipJson<{ address: string; mtu: number }[]>(pod, [
+      "link",
+      "show",
+      "dev",
+      "tl0",
+    ]);
+    assert.equal(link?.address, kernel.address, "the read-back is not the kernel's link");
+    // The batch went through but the link it reads is gone: undefined, and the change is made.
+    assert.equal(await runBatchThenLink(pod.path, [linkDel("tl0")], "tl0"), undefined);
+    assert.deepEqual(await lab.linkNames(pod), ["lo"]);
+    // A failing change is the batch's error, on its line; the read is not reached.
+    await assert.rejects(
+      runBatchThenLink(pod.path, [linkSet("nosuch0", { up: true })], "nosuch0"),
+      (e: unknown) => (e as IpBatchError).failures?.[0]?.line === 1,
+    );
   });
 });

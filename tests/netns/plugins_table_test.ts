@@ -7,6 +7,9 @@
  * links (and, once the mode's node state exists, its routes and rules) exactly as before the ADD, no route or
  * rule for a pod address, no host-local reservation and no flannel saved file. One lab serves all versions
  * of a case, so each row also proves the previous row's DEL left the lab clean enough to start again.
+ * Every row runs twice (issue 14): through the plugin's executable, then called in process the daemon's way
+ * (`tests/helpers/in_process_runner.ts`: setns workers, built-ins and a built-in's delegate as functions);
+ * both must pass the row and print the same ADD results, MACs and the pod address's last number aside.
  * Addresses come from 198.18.0.0/15; nothing touches the host namespace.
  * @module
  */
@@ -18,7 +21,9 @@ import {
   assertOk,
   hostLocalIpam,
   ping,
+  PLUGIN_VIAS,
   type PluginRun,
+  type PluginVia,
   reservations,
   runBuiltin,
   TEST_VERSIONS,
@@ -332,13 +337,25 @@ interface Attachment {
   output: Record<string, unknown>;
 }
 
+// An ADD's output with what legitimately differs between two runs masked: MACs (new links) and the last
+// number of a pod address (host-local goes on to the next free one).
+function comparable(c: TableCase, output: Record<string, unknown>): string {
+  const prefix = c.prefix.replaceAll(".", "\\.");
+  return JSON.stringify(output)
+    .replace(/"mac":"[0-9a-f:]*"/g, '"mac":"<mac>"')
+    .replace(new RegExp(`${prefix}\\d+`, "g"), `${c.prefix}<n>`);
+}
+
+// One row: ADD, traffic, CHECK, DEL and the clean-up proof, with the plugin run one way; resolves to the ADD
+// outputs (comparable) so that the two ways can be compared.
 async function runRow(
   lab: Lab,
   c: TableCase,
   site: Site,
   pods: Record<PodKey, Netns>,
   version: CniVersion,
-): Promise<void> {
+  via: PluginVia,
+): Promise<string[]> {
   const conf = c.conf(lab, version);
   const withPrev = (a: Attachment) =>
     versionAtLeast(version, "0.4.0") ? { ...conf, prevResult: a.output } : conf;
@@ -350,7 +367,7 @@ async function runRow(
       const pod = pods[key];
       const containerId = `${key}${version.replaceAll(".", "")}tbl0c0ffee`;
       const args = c.args?.(key, containerId);
-      const add = await runBuiltin(lab, c.plugin, { verb: "ADD", conf, containerId, netns: pod, args });
+      const add = await runBuiltin(lab, c.plugin, { verb: "ADD", conf, containerId, netns: pod, args, via });
       assertOk(add, `ADD pod ${key}`);
       const { cidr, mac } = podAddress(add, pod);
       const ip = cidr.split("/")[0];
@@ -402,6 +419,7 @@ async function runRow(
           containerId: at.containerId,
           netns: at.pod,
           args: at.args,
+          via,
         });
         assertOk(check, `CHECK pod ${at.key}`);
       }
@@ -415,6 +433,7 @@ async function runRow(
         containerId: at.containerId,
         netns: at.pod,
         args: at.args,
+        via,
       });
       assertOk(del, `DEL pod ${at.key}`);
     }
@@ -436,6 +455,7 @@ async function runRow(
     assert.deepEqual(await reservations(lab, c.network), [], "a host-local reservation is left");
     if (c.savedDir) assert.deepEqual(await savedFiles(c.savedDir(lab)), [], "a flannel saved file is left");
     passed = true;
+    return attached.map((at) => comparable(c, at.output));
   } finally {
     // A failed row DELs what it added (again: DEL may be repeated), so that the next row starts clean.
     if (!passed) {
@@ -446,6 +466,7 @@ async function runRow(
           containerId: at.containerId,
           netns: at.pod,
           args: at.args,
+          via,
         }).catch(() => {});
       }
     }
@@ -464,7 +485,16 @@ for (const c of CASES) {
         await t.step({
           name: `${c.name} @ ${version}`,
           ignore: site.skip !== undefined,
-          fn: () => runRow(lab, c, site, pods, version),
+          fn: async () => {
+            // Both ways, with identical outputs: the executable, then the daemon's in-process call.
+            const outputs: Partial<Record<PluginVia, string[]>> = {};
+            for (const via of PLUGIN_VIAS) outputs[via] = await runRow(lab, c, site, pods, version, via);
+            assert.deepEqual(
+              outputs["in-process"],
+              outputs.exec,
+              "in process, the ADD printed another result",
+            );
+          },
         });
       }
     });

@@ -19,6 +19,7 @@ import {
   neighReplace,
   routeAdd,
   runBatch,
+  runBatchThenLink,
   type Scope,
 } from "../../../netops/ip.ts";
 import { NetnsNotFoundError } from "../../../netops/netns.ts";
@@ -57,11 +58,10 @@ export async function createVethPair(
 ): Promise<Link> {
   const { netns, mtu, txqueuelen } = options;
   try {
-    await runBatch(null, [
+    const host = await runBatchThenLink(null, [
       linkAddVeth(hostName, peerName, { peerNetns: netns, mtu, txqueuelen }),
       linkSet(hostName, { up: true }),
-    ]);
-    const host = await getLink(null, hostName);
+    ], hostName);
     if (!host) throw new Error(`${hostName} vanished right after it was created`);
     return host;
   } catch (err) {
@@ -118,9 +118,14 @@ export async function configurePodInterface(netns: string, spec: PodInterfaceSpe
   for (const r of spec.routes ?? []) ops.push(routeAdd({ ...r, dev: ifname }));
   for (const n of spec.neighbours ?? []) ops.push(neighReplace({ ...n, dev: ifname, nud: "permanent" }));
   try {
-    await runBatch(netns, ops);
-    if (spec.sysctls && Object.keys(spec.sysctls).length) await setSysctls(netns, spec.sysctls);
-    const link = await getLink(netns, ifname);
+    let link: Link | undefined;
+    if (spec.sysctls && Object.keys(spec.sysctls).length) {
+      await runBatch(netns, ops);
+      await setSysctls(netns, spec.sysctls);
+      link = await getLink(netns, ifname);
+    } else {
+      link = await runBatchThenLink(netns, ops, ifname); // one `ip` for the changes and the read-back
+    }
     if (!link) throw new Error(`${ifname} vanished right after it was configured`);
     return link;
   } catch (err) {
