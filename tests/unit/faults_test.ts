@@ -11,7 +11,9 @@ import {
   MAX_DELEGATION_DEPTH,
 } from "../../cni/delegation.ts";
 import { drainDelQueue, queueDel } from "../../cni/del_queue.ts";
+import { configureInProcessPlugins } from "../../cni/in_process.ts";
 import { execPlugin, execVerb } from "../../cni/invoke.ts";
+import type { Plugin } from "../../cni/skel.ts";
 import { parseIpInfos } from "../../cni/plugins/kit/ipam.ts";
 import { requestFromEnv } from "../../cni/request.ts";
 import { CniError } from "../../cni/spec.ts";
@@ -384,6 +386,45 @@ await s.shutdown(100);
     const leftovers = (await listDir(dir)).filter((n) => n.startsWith(".galaxy-sock-"));
     assert.deepEqual(leftovers, []);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fork bomb in process: a built-in run inside the daemon whose ipam is itself is refused (code 7)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "galaxy-faults-" });
+  let calls = 0;
+  // A built-in that delegates its IPAM as the real ones do: through execVerb with its request's environment.
+  const looping: Plugin = {
+    name: "loopy",
+    async add(req) {
+      calls++;
+      await execVerb("ADD", req.config, {
+        containerId: req.containerId,
+        netns: req.netns,
+        ifname: req.ifname,
+      }, {
+        path: req.path,
+        env: req.env,
+        pluginType: (req.config.ipam as { type: string }).type,
+      });
+      return { cniVersion: "1.1.0" };
+    },
+    del: () => Promise.resolve(),
+  };
+  try {
+    await Deno.writeTextFile(`${dir}/loopy`, "#!/bin/sh\necho executed >&2; exit 1\n", { mode: 0o755 });
+    await configureInProcessPlugins({ loopy: () => Promise.resolve(looping) });
+    const conf = { cniVersion: "1.0.0", name: "n", type: "loopy", ipam: { type: "loopy" } };
+    await assert.rejects(
+      execVerb("ADD", conf, { containerId: "inproc1", netns: "/proc/self/ns/net", ifname: "eth0" }, {
+        path: [dir],
+        env: {},
+      }),
+      (e: CniError) => e.code === 7 && /loopy/.test(e.message),
+    );
+    assert.equal(calls, 1, "the plugin ran again inside itself");
+  } finally {
+    await configureInProcessPlugins({});
     await Deno.remove(dir, { recursive: true });
   }
 });

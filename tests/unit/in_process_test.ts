@@ -62,7 +62,7 @@ Deno.test("VERSION is asked once per plugin file, and again when the file change
 const conf = { cniVersion: "1.0.0", name: "net", type: "builtin-x" };
 const rt = {
   containerId: "c1",
-  netns: "/var/run/netns/x",
+  netns: "/proc/self/ns/net",
   ifname: "eth0",
   args: [["A", "b"]] as [string, string][],
 };
@@ -151,7 +151,7 @@ Deno.test("an in-process call's log lines are its stderr, a delegate's its own, 
     const env = {
       CNI_COMMAND: "ADD",
       CNI_CONTAINERID: "c1",
-      CNI_NETNS: "/x",
+      CNI_NETNS: "/proc/self/ns/net",
       CNI_IFNAME: "eth0",
       CNI_PATH: dir,
     };
