@@ -4,6 +4,8 @@
  * behaves as the configuration says:
  * - `fail`: `{code, msg}` → print that error and exit 1; `"crash"` → print to stderr and exit 3 without output;
  *   `failOn`, a list of verbs, limits `fail` to those verbs;
+ * - `startedFile`: append the verb to that file as soon as the call has its configuration, before any sleep (so a
+ *   test knows the plugin is running);
  * - `sleepMs`: wait that long first (the record holds `start` and `end` times in ms);
  * - on ADD: print `prevResult` (or an empty 1.1.0 result) with one more interface named by `addInterface` and
  *   one more address `addAddress` on it, in the configuration's version.
@@ -21,6 +23,7 @@ if (env.CNI_COMMAND === "VERSION") {
 const conf = JSON.parse(await new Response(Deno.stdin.readable).text());
 const cniEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("CNI_")));
 const start = Date.now();
+if (conf.startedFile) await Deno.writeTextFile(conf.startedFile, `${env.CNI_COMMAND}\n`, { append: true });
 if (conf.sleepMs) await new Promise((r) => setTimeout(r, conf.sleepMs));
 if (conf.recordFile) {
   const record = { verb: env.CNI_COMMAND, env: cniEnv, conf, start, end: Date.now() };

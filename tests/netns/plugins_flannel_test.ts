@@ -334,8 +334,9 @@ kernelTest(
       const pod = await lab.pod("pod");
       const at = { containerId: "ctr-crash", netns: pod.path, ifname: "eth0" };
       const record = `${lab.dir}/calls.jsonl`;
+      const started = `${lab.dir}/delegate-started`;
       const conf = flannelConf(s, "1.0.0", {
-        delegate: { type: "fake-delegate", recordFile: record, sleepMs: 1500 },
+        delegate: { type: "fake-delegate", recordFile: record, startedFile: started, sleepMs: 1500 },
       });
       const launcher = `${await launcherDir()}/galaxy-flannel`;
       const child = new Deno.Command("ip", {
@@ -356,9 +357,12 @@ kernelTest(
       await writer.close();
       const savedFile = `${s.dataDir}/${at.containerId}`;
       const deadline = Date.now() + 20_000;
-      while (!(await pathExists(savedFile)) && Date.now() < deadline) {
+      // Kill only once the delegate runs: between writing the saved file and starting the delegate there is a
+      // window (wide on a loaded machine) in which a kill would leave no delegate ADD at all.
+      while (!(await pathExists(started)) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 20));
       }
+      assert.ok(await pathExists(started), "the delegate ADD never started");
       assert.ok(await pathExists(savedFile), "no saved file while the delegate ADD was running");
       assert.equal(JSON.parse(await Deno.readTextFile(savedFile)).delegate.type, "fake-delegate");
       child.kill("SIGKILL");
