@@ -6,7 +6,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { DEFAULT_SOCKET_PATH, requestDaemon } from "../cni/wire.ts";
+import { DEFAULT_SOCKET_PATH } from "../cni/wire.ts";
+import { askDaemonJson } from "./ask_daemon.ts";
 import { type AuditReport, formatAudit } from "../daemon/audit.ts";
 
 const USAGE = "Usage: galaxy audit [--socket-path PATH] [--json] [--fix]";
@@ -30,22 +31,12 @@ export async function main(args: string[]): Promise<number> {
     console.error(USAGE);
     return 2;
   }
-  let report: AuditReport;
-  try {
-    const reply = await requestDaemon(
-      values["socket-path"],
-      values.fix ? "/audit?fix=true" : "/audit",
-      { method: values.fix ? "POST" : "GET", timeoutMs: 120_000 },
-    );
-    if (reply.status !== 200) {
-      console.error(`galaxy audit: the daemon answered ${reply.status}: ${reply.body.trim()}`);
-      return 2;
-    }
-    report = JSON.parse(reply.body);
-  } catch (e) {
-    console.error(`galaxy audit: cannot reach ${values["socket-path"]}: ${(e as Error).message}`);
-    return 2;
-  }
+  const report = await askDaemonJson<AuditReport>("audit", values["socket-path"], {
+    path: values.fix ? "/audit?fix=true" : "/audit",
+    method: values.fix ? "POST" : "GET",
+    timeoutMs: 120_000,
+  });
+  if (report === undefined) return 2;
   console.log(values.json ? JSON.stringify(report, null, 2) : formatAudit(report));
   if (values.fix) {
     const fixed = report.fixed ?? [];

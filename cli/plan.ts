@@ -5,7 +5,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { DEFAULT_SOCKET_PATH, requestDaemon } from "../cni/wire.ts";
+import { DEFAULT_SOCKET_PATH } from "../cni/wire.ts";
+import { askDaemonJson } from "./ask_daemon.ts";
 import { formatPlan, type Plan } from "../daemon/plan.ts";
 
 const USAGE = "Usage: galaxy plan [--socket-path PATH] [--json] [--ifname NAME] NAMESPACE/POD";
@@ -37,18 +38,11 @@ export async function main(args: string[]): Promise<number> {
   }
   const [namespace, name] = target.split("/");
   const query = new URLSearchParams({ namespace, name, ifname: values.ifname });
-  let plan: Plan;
-  try {
-    const reply = await requestDaemon(values["socket-path"], `/plan?${query}`, { timeoutMs: 60_000 });
-    if (reply.status !== 200) {
-      console.error(`galaxy plan: the daemon answered ${reply.status}: ${reply.body.trim()}`);
-      return 2;
-    }
-    plan = JSON.parse(reply.body);
-  } catch (e) {
-    console.error(`galaxy plan: cannot reach ${values["socket-path"]}: ${(e as Error).message}`);
-    return 2;
-  }
+  const plan = await askDaemonJson<Plan>("plan", values["socket-path"], {
+    path: `/plan?${query}`,
+    timeoutMs: 60_000,
+  });
+  if (plan === undefined) return 2;
   console.log(values.json ? JSON.stringify(plan, null, 2) : formatPlan(plan));
   if (!plan.attempted && !values.json) console.error(`galaxy plan: ${plan.reason}`);
   return plan.attempted ? 0 : 1;
