@@ -1,8 +1,12 @@
 /**
  * The one registry of the names Galaxy's executable answers to: `main.ts` dispatches on it, the development
  * launchers and `galaxy install` write one file or link per name, and `galaxy help` lists it. Import-free
- * apart from the lazy `import()` of each mode, so the shim and the plugins load only their own module. The
- * imports are literal so that `deno compile` sees every module.
+ * apart from the lazy `import()` of each mode, so the shim and the plugins load only their own module.
+ *
+ * The `import()` specifiers are computed, not literal: Deno builds the graph of every literal dynamic import
+ * before a program starts (~100 modules here, all of them for a pod's shim), and the compiled executable pays
+ * for the same graph at its first `import()`. So no deno sees the modes through this file: `tools/compile.ts`
+ * embeds each one with `--include`, and {@linkcode ModeModules} keeps them in `deno check`'s graph.
  * @module
  */
 
@@ -14,6 +18,36 @@ export interface ModeModule {
   main(args: string[]): Promise<number>;
   /** A built-in CNI plugin's functions, which the daemon calls in its own process. */
   plugin?: Plugin;
+}
+
+/**
+ * The type of every mode's module: type-only, so `deno check` follows each mode from here while nothing is
+ * loaded at run time.
+ */
+export type ModeModules = [
+  typeof import("../cni/shim.ts"),
+  typeof import("../cni/plugins/veth.ts"),
+  typeof import("../cni/plugins/k8s_vlan.ts"),
+  typeof import("../cni/plugins/underlay_veth.ts"),
+  typeof import("../cni/plugins/k8s_sriov.ts"),
+  typeof import("../cni/plugins/tke_route_eni.ts"),
+  typeof import("../cni/plugins/flannel.ts"),
+  typeof import("../daemon/main.ts"),
+  typeof import("./version.ts"),
+  typeof import("./install.ts"),
+  typeof import("./healthcheck.ts"),
+  typeof import("./demo.ts"),
+  typeof import("./plan.ts"),
+  typeof import("./audit.ts"),
+  typeof import("./usage.ts"),
+];
+
+/** The repository root of this file, which every `module` is relative to. */
+const ROOT = new URL("../", import.meta.url);
+
+/** Loads a mode's module by its path from the repository root (computed, see the module doc). */
+function lazy(module: string): Pick<Executable, "module" | "load"> {
+  return { module, load: () => import(new URL(module, ROOT).href) };
 }
 
 /** One executable name (argv[0]) that selects a mode by itself. */
@@ -29,38 +63,31 @@ export interface Executable {
 /** The CNI executables, in the order help lists them; `galaxy` itself is not one of them. */
 export const CNI_EXECUTABLES: Readonly<Record<string, Executable>> = {
   "galaxy-sdn": {
-    module: "cni/shim.ts",
-    load: () => import("../cni/shim.ts"),
+    ...lazy("cni/shim.ts"),
     summary: 'the CNI shim that relays to "galaxy serve"',
   },
   "galaxy-veth": {
-    module: "cni/plugins/veth.ts",
-    load: () => import("../cni/plugins/veth.ts"),
+    ...lazy("cni/plugins/veth.ts"),
     summary: "a veth pair to the node, the pod on a /32 behind 169.254.1.1",
   },
   "galaxy-k8s-vlan": {
-    module: "cni/plugins/k8s_vlan.ts",
-    load: () => import("../cni/plugins/k8s_vlan.ts"),
+    ...lazy("cni/plugins/k8s_vlan.ts"),
     summary: "pods on the underlay, untagged or in VLANs (bridge, macvlan, ipvlan)",
   },
   "galaxy-underlay-veth": {
-    module: "cni/plugins/underlay_veth.ts",
-    load: () => import("../cni/plugins/underlay_veth.ts"),
+    ...lazy("cni/plugins/underlay_veth.ts"),
     summary: "an underlay address on a routed veth, answered by proxy ARP",
   },
   "galaxy-k8s-sriov": {
-    module: "cni/plugins/k8s_sriov.ts",
-    load: () => import("../cni/plugins/k8s_sriov.ts"),
+    ...lazy("cni/plugins/k8s_sriov.ts"),
     summary: "an SR-IOV VF of a PF, moved into the pod",
   },
   "tke-route-eni": {
-    module: "cni/plugins/tke_route_eni.ts",
-    load: () => import("../cni/plugins/tke_route_eni.ts"),
+    ...lazy("cni/plugins/tke_route_eni.ts"),
     summary: "a veth named after the pod, routed to an elastic NIC",
   },
   "galaxy-flannel": {
-    module: "cni/plugins/flannel.ts",
-    load: () => import("../cni/plugins/flannel.ts"),
+    ...lazy("cni/plugins/flannel.ts"),
     summary: "the node's flannel subnet through a delegate (bridge)",
   },
 };
@@ -94,43 +121,35 @@ export const EXECUTABLE_NAMES: readonly string[] = [MAIN_NAME, ...Object.keys(CN
 /** The subcommands of `galaxy`, each with its module. */
 export const SUBCOMMANDS: Readonly<Record<string, Executable>> = {
   serve: {
-    module: "daemon/main.ts",
-    load: () => import("../daemon/main.ts"),
+    ...lazy("daemon/main.ts"),
     summary: 'run the node daemon (see "galaxy serve --help")',
   },
   version: {
-    module: "cli/version.ts",
-    load: () => import("./version.ts"),
+    ...lazy("cli/version.ts"),
     summary: 'print the version (also "galaxy --version")',
   },
   install: {
-    module: "cli/install.ts",
-    load: () => import("./install.ts"),
+    ...lazy("cli/install.ts"),
     summary: "put the executable, its plugin names and the CNI config in place (--uninstall reverses it)",
   },
   healthcheck: {
-    module: "cli/healthcheck.ts",
-    load: () => import("./healthcheck.ts"),
+    ...lazy("cli/healthcheck.ts"),
     summary: "ask the daemon whether it is ready (exit 0/1), for probes",
   },
   demo: {
-    module: "cli/demo.ts",
-    load: () => import("./demo.ts"),
+    ...lazy("cli/demo.ts"),
     summary: "build two pods in throwaway namespaces and show that they talk",
   },
   plan: {
-    module: "cli/plan.ts",
-    load: () => import("./plan.ts"),
+    ...lazy("cli/plan.ts"),
     summary: "show what an ADD of NAMESPACE/POD would do, without doing it (exit 0/1)",
   },
   audit: {
-    module: "cli/audit.ts",
-    load: () => import("./audit.ts"),
+    ...lazy("cli/audit.ts"),
     summary: "cross-check state files, sandboxes, reservations and kernel objects (--fix releases orphans)",
   },
   help: {
-    module: "cli/usage.ts",
-    load: () => import("./usage.ts"),
+    ...lazy("cli/usage.ts"),
     summary: "print this text",
   },
 };

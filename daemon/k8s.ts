@@ -29,14 +29,14 @@ export function isStandalone(flags: ApiserverFlags, env: Record<string, string |
   return !flags.master && !flags.kubeconfig && !env.KUBERNETES_SERVICE_HOST;
 }
 
-/** The client-node module. */
-export type ClientNode = typeof import("@kubernetes/client-node");
+/** The parts of the client-node module the daemon uses. */
+export type ClientNode = typeof import("./k8s_client.ts");
 
 /** Loads @kubernetes/client-node (by dynamic import: only the daemon pays for it). */
 export async function loadClientNode(): Promise<ClientNode> {
   // client-node pulls in punycode through node-fetch; silence its deprecation warning before it loads.
   (process as unknown as { noDeprecation: boolean }).noDeprecation = true;
-  return await import("@kubernetes/client-node");
+  return await import("./k8s_client.ts");
 }
 
 /** The KubeConfig of `--kubeconfig` / `--master` / in-cluster. */

@@ -6,12 +6,12 @@
  * script (the pinned one, which downloads its official denort where Deno's release server is reachable).
  * 1. Stage: the sources are copied to a temporary folder outside the checkout, with `cli/build_info.ts`
  *    rewritten (version, git commit, build time), so the checkout is never modified.
- * 2. Vendor: the npm packages of `deno.json` are bundled (`deno bundle --code-splitting --minify`) into plain
+ * 2. Vendor: the npm packages of `deno.json` that the sources import, by the names they import, are bundled (`deno bundle --code-splitting --minify`) into plain
  *    ES modules, one entry per package with shared chunks, so only the code they import goes in, not their
  *    whole folders. The staged `deno.json` maps each package name to its bundle and has nothing else.
  * 3. Compile: `deno compile` of the staged `main.ts` with {@linkcode PERMISSION_FLAGS}, with neither
- *    `package.json` nor `node_modules` in sight, so nothing but the module graph (and the netns worker, which
- *    is started from a URL and so is named by `--include`) is embedded.
+ *    `package.json` nor `node_modules` in sight, so nothing but the module graph (and {@linkcode INCLUDED},
+ *    the modules loaded from computed URLs) is embedded.
  *
  * Galaxy's own modules stay separate modules: every `import()` of `main.ts` still loads only its mode (the shim
  * and plugins never load the Kubernetes client or the daemon), and stack frames, and with them the file:line
@@ -25,6 +25,7 @@
  */
 import { parseArgs } from "node:util";
 import { GALAXY_VERSION } from "../cli/build_info.ts";
+import { CNI_EXECUTABLES, SUBCOMMANDS } from "../cli/executables.ts";
 import { PERMISSION_FLAGS } from "../cli/permissions.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/+$/, "");
@@ -33,8 +34,14 @@ const REPO = new URL("..", import.meta.url).pathname.replace(/\/+$/, "");
  * build-time `tools/` stay out.
  */
 const STAGED = ["main.ts", "mod.ts", "cli", "cni", "daemon", "netops"];
-/** Started as a worker from a URL, so not in the module graph. */
-const WORKER = "netops/netns_worker.ts";
+/**
+ * Loaded from computed URLs, so not in `main.ts`'s module graph: the netns worker and every mode's module
+ * (`cli/executables.ts` says why).
+ */
+export const INCLUDED: readonly string[] = [
+  "netops/netns_worker.ts",
+  ...new Set([...Object.values(CNI_EXECUTABLES), ...Object.values(SUBCOMMANDS)].map((e) => e.module)),
+];
 
 /** The folders one build uses. */
 export interface BuildDirs {
@@ -62,16 +69,50 @@ export function vendoredPackages(denoJson: { imports?: Record<string, string> })
 }
 
 /**
- * The entry module for one package's bundle. An ES module package is re-exported as it is; a CommonJS one
- * (its namespace has `module.exports`) has no static names for the bundler to carry, so they are listed.
+ * The names that `sources` take from the package `name` as values: `null` when one of them takes the whole
+ * namespace (`import * as`, `export *`, `import()`), `[]` when none does. Type-only imports do not count:
+ * they are erased.
  */
-export function vendorEntry(name: string, exportNames: string[]): string {
+export function importedNames(sources: string[], name: string): string[] | null {
+  const spec = `["']${name.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}["']`;
+  const whole = new RegExp(
+    `import\\s+\\*\\s+as\\s+[\\w$]+\\s+from\\s+${spec}|export\\s+\\*\\s+from\\s+${spec}|(?<!typeof\\s*)import\\(\\s*${spec}\\s*\\)`,
+  );
+  const named = new RegExp(
+    `(import|export)\\s+(type\\s+)?(?:([\\w$]+)\\s*,?\\s*)?(?:\\{([^}]*)\\})?\\s*from\\s+${spec}`,
+    "g",
+  );
+  const names = new Set<string>();
+  for (const text of sources) {
+    if (whole.test(text)) return null;
+    for (const m of text.matchAll(named)) {
+      if (m[2]) continue;
+      if (m[1] === "import" && m[3]) names.add("default");
+      for (const item of (m[4] ?? "").split(",")) {
+        const [imported] = item.trim().split(/\s+as\s+/);
+        if (imported && !imported.startsWith("type ")) names.add(imported);
+      }
+    }
+  }
+  return [...names].sort();
+}
+
+/**
+ * The entry module for one package's bundle: the names the sources import (`wanted`), or all of them when
+ * `wanted` is null. An ES module package is re-exported by name, so the bundler carries only what those names
+ * need; a CommonJS one (its namespace has `module.exports`) has no static names for the bundler to carry, so
+ * they are listed.
+ */
+export function vendorEntry(name: string, exportNames: string[], wanted: string[] | null = null): string {
   const spec = JSON.stringify(name);
   if (!exportNames.includes("module.exports")) {
+    if (wanted) return `export { ${wanted.join(", ")} } from ${spec};\n`;
     return `export * from ${spec};\n` +
       (exportNames.includes("default") ? `export { default } from ${spec};\n` : "");
   }
-  const names = exportNames.filter((n) => n !== "default" && /^[A-Za-z_$][\w$]*$/.test(n));
+  const names = exportNames.filter((n) =>
+    n !== "default" && /^[A-Za-z_$][\w$]*$/.test(n) && (!wanted || wanted.includes(n))
+  );
   return `import * as m from ${spec};\nexport const { ${
     names.join(", ")
   } } = m;\nexport default m.default;\n`;
@@ -108,8 +149,7 @@ export function compileArgs(dirs: BuildDirs): string[] {
     "--config",
     `${dirs.stage}/deno.json`,
     ...PERMISSION_FLAGS,
-    "--include",
-    `${dirs.stage}/${WORKER}`,
+    ...INCLUDED.flatMap((m) => ["--include", `${dirs.stage}/${m}`]),
     "--output",
     dirs.output,
     `${dirs.stage}/main.ts`,
@@ -163,19 +203,33 @@ async function exportNamesOf(name: string): Promise<string[]> {
   return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
 }
 
-async function stage(dirs: BuildDirs, packages: VendoredPackage[]): Promise<void> {
+async function sourcesUnder(path: string): Promise<string[]> {
+  if ((await Deno.stat(path)).isFile) return path.endsWith(".ts") ? [await Deno.readTextFile(path)] : [];
+  const texts: string[] = [];
+  for await (const e of Deno.readDir(path)) texts.push(...await sourcesUnder(`${path}/${e.name}`));
+  return texts;
+}
+
+/** Stages the sources and the vendor entries; returns the packages the sources import, which are bundled. */
+async function stage(dirs: BuildDirs, packages: VendoredPackage[]): Promise<VendoredPackage[]> {
   await Deno.mkdir(dirs.stage, { recursive: true });
   for (const entry of STAGED) await copyTree(`${REPO}/${entry}`, `${dirs.stage}/${entry}`);
   await Deno.writeTextFile(`${dirs.stage}/cli/build_info.ts`, buildInfoText(gitCommit(), new Date()));
   await Deno.mkdir(dirs.vendorSrc, { recursive: true });
+  const sources = (await Promise.all(STAGED.map((e) => sourcesUnder(`${dirs.stage}/${e}`)))).flat();
+  const used: VendoredPackage[] = [];
   for (const p of packages) {
+    const wanted = importedNames(sources, p.name);
+    if (wanted?.length === 0) continue; // only tests import it
     await Deno.writeTextFile(
       `${dirs.vendorSrc}/${p.file.replace(/\.js$/, ".ts")}`,
-      vendorEntry(p.name, await exportNamesOf(p.name)),
+      vendorEntry(p.name, await exportNamesOf(p.name), wanted),
     );
+    used.push(p);
   }
-  const imports = Object.fromEntries(packages.map((p) => [p.name, `./vendor/${p.file}`]));
+  const imports = Object.fromEntries(used.map((p) => [p.name, `./vendor/${p.file}`]));
   await Deno.writeTextFile(`${dirs.stage}/deno.json`, JSON.stringify({ imports }, null, 2) + "\n");
+  return used;
 }
 
 /** What esbuild's require helper throws when a bundled CommonJS module requires something and `require` is not defined. */
@@ -247,8 +301,8 @@ export async function build(output: string): Promise<number> {
   const dirs: BuildDirs = { stage: `${tmp}/src`, vendorSrc: `${tmp}/vendor-src`, output };
   try {
     const packages = vendoredPackages(JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`)));
-    await stage(dirs, packages);
-    await run(bundleArgs(dirs, packages), { DENO_TLS_CA_STORE: caStore() });
+    const bundled = await stage(dirs, packages);
+    await run(bundleArgs(dirs, bundled), { DENO_TLS_CA_STORE: caStore() });
     await provideRequire(`${dirs.stage}/vendor`);
     await Deno.mkdir(output.slice(0, output.lastIndexOf("/")) || "/", { recursive: true });
     try {

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { CNI_EXECUTABLES, SUBCOMMANDS } from "../../cli/executables.ts";
 import {
   bundleArgs,
   compileArgs,
+  importedNames,
   provideRequire,
   vendoredPackages,
   vendorEntry,
@@ -28,8 +30,13 @@ Deno.test("compile: the executable and the launchers get the same permission fla
   assert.deepEqual(allowFlags(compileArgs(dirs)), [...PERMISSION_FLAGS]);
   const launcher = launcherScript("galaxy", { deno: "/d", repo: "/r" });
   assert.deepEqual([...launcher.matchAll(/'(--allow-[a-z]+)'/g)].map((m) => m[1]), [...PERMISSION_FLAGS]);
-  // The worker is started from a URL, so it must be named; the staged config is the only one seen.
-  assert.equal(compile[compile.indexOf("--include") + 1], "$STAGE/netops/netns_worker.ts");
+  // The worker and the modes are loaded from computed URLs, so each must be named; the staged config is the
+  // only one seen.
+  const included = compile.flatMap((a, i) => compile[i - 1] === "--include" ? [a] : []);
+  const modes = [...Object.values(CNI_EXECUTABLES), ...Object.values(SUBCOMMANDS)].map((e) =>
+    `$STAGE/${e.module}`
+  );
+  assert.deepEqual(included.toSorted(), ["$STAGE/netops/netns_worker.ts", ...modes].toSorted());
   assert.equal(compile[compile.indexOf("--config") + 1], "$STAGE/deno.json");
   assert.ok(compile.at(-1) === "$STAGE/main.ts");
 });
@@ -47,12 +54,25 @@ Deno.test("compile: every npm package of deno.json is vendored, CommonJS ones wi
   assert.equal(args.filter((a) => a.startsWith("/v/")).length, packages.length);
 
   assert.equal(vendorEntry("esm", ["a", "b"]), 'export * from "esm";\n');
+  assert.equal(vendorEntry("esm", ["a", "b", "c"], ["a", "c"]), 'export { a, c } from "esm";\n');
   assert.match(vendorEntry("esm", ["a", "default"]), /export \{ default \} from "esm";/);
   const cjs = vendorEntry("cjs", ["parse", "stringify", "default", "module.exports", "not-an-identifier"]);
   assert.equal(
     cjs,
     'import * as m from "cjs";\nexport const { parse, stringify } = m;\nexport default m.default;\n',
   );
+});
+
+Deno.test("compile: only the names the sources import from a package are bundled; type imports do not count", () => {
+  const sources = [
+    'import type { T } from "p";\nimport { a, type U, b as c } from "p";\nexport type X = typeof import("p");\n',
+    'import d, {\n  e,\n} from "p";\nexport { f } from "p";\nimport { g } from "other";\n',
+  ];
+  assert.deepEqual(importedNames(sources, "p"), ["a", "b", "default", "e", "f"]);
+  assert.deepEqual(importedNames(sources, "unused"), []);
+  assert.equal(importedNames([...sources, 'import * as all from "p";'], "p"), null);
+  assert.equal(importedNames([...sources, 'const m = await import("p");'], "p"), null);
+  assert.equal(importedNames(['export * from "p";'], "p"), null);
 });
 
 Deno.test("compile: a minified bundle's throwing require helper gets a real require", async () => {

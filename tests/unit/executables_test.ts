@@ -37,6 +37,17 @@ Deno.test("executables: the names, the launchers and usage come from the one reg
   for (const name of EXECUTABLE_NAMES) {
     assert.match(launcherScript(name, { deno: "/d", repo: "/r" }), new RegExp(`exec -a ${name} `));
   }
+  // Each mode is loaded from a computed URL; the type-only list keeps all of them under deno check.
+  const registry = await Deno.readTextFile(`${REPO_ROOT}/cli/executables.ts`);
+  for (const exe of [...Object.values(CNI_EXECUTABLES), ...Object.values(SUBCOMMANDS)]) {
+    const fromCli = exe.module.startsWith("cli/") ? `./${exe.module.slice(4)}` : `../${exe.module}`;
+    assert.ok(registry.includes(`typeof import("${fromCli}")`), `ModeModules does not name ${exe.module}`);
+  }
+  assert.doesNotMatch(
+    registry,
+    /[^f] import\("/,
+    "a literal import() makes deno load that mode's graph up front",
+  );
   // main.ts has no table of its own: a name it dispatches is a name of the registry.
   const main = await Deno.readTextFile(`${REPO_ROOT}/main.ts`);
   assert.doesNotMatch(
