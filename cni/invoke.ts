@@ -8,6 +8,7 @@
  * @module
  */
 import { writeFileAtomic } from "../netops/fs_atomic.ts";
+import { childOutput } from "../netops/child_output.ts";
 import { delegationEnv } from "./delegation.ts";
 import { guardDelegation, runInProcess } from "./in_process.ts";
 import { encodeBase64 } from "./wire.ts";
@@ -199,7 +200,7 @@ export async function execPlugin(
     // A plugin may exit without reading stdin (VERSION): a broken pipe is not an error then.
     await writer.write(new TextEncoder().encode(options.stdin)).catch(() => {});
     await writer.close().catch(() => {});
-    const out = await child.output();
+    const out = await childOutput(child);
     if (timedOut) {
       throw new CniError(
         ErrorCode.Timeout,

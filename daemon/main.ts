@@ -27,7 +27,14 @@ import {
 import { KernelKeeper } from "./kernel.ts";
 import { isStandalone, kubeConfig, KubePodSource, loadClientNode } from "./k8s.ts";
 import { configureLogging, getLog } from "./log.ts";
-import { CniMetrics, Counters, describeExchange, renderPolicyMetrics, serveMetrics } from "./metrics.ts";
+import {
+  CniMetrics,
+  Counters,
+  describeExchange,
+  renderPolicyMetrics,
+  renderProcessMetrics,
+  serveMetrics,
+} from "./metrics.ts";
 import type { NetworkPolicyHandle } from "./policy/mod.ts";
 import { runQueuedDels } from "./queued_dels.ts";
 import { startServer } from "./server.ts";
@@ -254,7 +261,9 @@ export async function main(args: string[]): Promise<number> {
     ? serveMetrics(metrics, splitHostPort(flags.metricsAddress), {
       load: () => server.load(),
       counters,
-      extra: () => auditMetrics(lastAudit) + (policy ? renderPolicyMetrics(policy.engine.counters) : ""),
+      extra: () =>
+        auditMetrics(lastAudit) + (policy ? renderPolicyMetrics(policy.engine.counters) : "") +
+        renderProcessMetrics(),
     })
     : undefined;
   if (metricsServer) log.info(`metrics on http://${flags.metricsAddress}/metrics`);

@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics of the daemon on an optional TCP address (`--metrics-address`): CNI requests by verb
  * and result, their latency, and how many run and wait right now; and labelled counters of the node upkeep
- * (GC removals and errors, sysctl writes, ENI set-up).
+ * (GC removals and errors, sysctl writes, ENI set-up); and the process's resident and JS heap memory.
  * @module
  */
 import type { PolicyCounters } from "./policy/engine.ts";
@@ -197,6 +197,36 @@ export function renderPolicyMetrics(c: PolicyCounters): string {
     ),
     ...metric("chains", "gauge", "GLX- chains in force.", c.chains),
     ...metric("sets", "gauge", "GLX- ipsets in force.", c.sets),
+  ].join("\n") + "\n";
+}
+
+/**
+ * The Prometheus text of this process's memory: its resident set (from `/proc/self/statm`, or
+ * `Deno.memoryUsage()` where that is not readable) and the JS heap and external memory of V8.
+ */
+export function renderProcessMetrics(): string {
+  const usage = Deno.memoryUsage();
+  let rss = usage.rss;
+  try {
+    const resident = Number(Deno.readTextFileSync("/proc/self/statm").split(" ")[1]);
+    if (resident > 0) rss = resident * 4096;
+  } catch {
+    // no procfs: V8's figure
+  }
+  const gauge = (name: string, help: string, value: number) => [
+    `# HELP ${name} ${help}`,
+    `# TYPE ${name} gauge`,
+    `${name} ${value}`,
+  ];
+  return [
+    ...gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss),
+    ...gauge("galaxy_js_heap_used_bytes", "V8 heap in use, in bytes.", usage.heapUsed),
+    ...gauge("galaxy_js_heap_total_bytes", "V8 heap reserved, in bytes.", usage.heapTotal),
+    ...gauge(
+      "galaxy_js_external_bytes",
+      "Memory of JS objects held outside the V8 heap (buffers), in bytes.",
+      usage.external,
+    ),
   ].join("\n") + "\n";
 }
 

@@ -9,6 +9,7 @@
  * namespace work. nsenter forks a fresh process, accepts any path, and is awaited asynchronously.
  * @module
  */
+import { childOutput } from "./child_output.ts";
 import { isIP } from "./ip_address.ts";
 import { validateIfName } from "./ip.ts";
 
@@ -69,12 +70,14 @@ export async function sendGratuitousArp(
     // of ours is handed down: whoever reads this plugin's stdout does not wait for it.
     const script = 'timeout -k 1 "$0" "$@" </dev/null >/dev/null 2>&1 &';
     try {
-      const out = await new Deno.Command("sh", {
-        args: ["-c", script, String(options.timeoutSeconds ?? 5), ...argv],
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).output();
+      const out = await childOutput(
+        new Deno.Command("sh", {
+          args: ["-c", script, String(options.timeoutSeconds ?? 5), ...argv],
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }).spawn(),
+      );
       if (out.success) return true;
       console.error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
     } catch (err) {
@@ -105,7 +108,7 @@ export async function sendGratuitousArp(
     }
   }, (options.timeoutSeconds ?? 5) * 1000);
   try {
-    const out = await child.output();
+    const out = await childOutput(child);
     if (out.success) return true;
     const why = timedOut
       ? "timed out"

@@ -19,6 +19,7 @@
  * @module
  */
 import type { Worker } from "node:worker_threads";
+import { childOutput } from "./child_output.ts";
 import type {
   NetnsStep,
   NetnsStepResult,
@@ -352,7 +353,7 @@ async function runHere(cmd: NetnsCommand): Promise<CommandResult> {
     await writer.write(new TextEncoder().encode(cmd.stdin)).catch(() => {});
     await writer.close().catch(() => {});
   }
-  const out = await child.output();
+  const out = await childOutput(child);
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 

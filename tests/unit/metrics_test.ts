@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { CniMetrics, Counters, describeExchange, serveMetrics } from "../../daemon/metrics.ts";
+import {
+  CniMetrics,
+  Counters,
+  describeExchange,
+  renderProcessMetrics,
+  serveMetrics,
+} from "../../daemon/metrics.ts";
 
 Deno.test("metrics: requests are counted by verb and code, with latency histograms and load gauges", async () => {
   const m = new CniMetrics();
@@ -83,4 +89,25 @@ Deno.test("metrics: the upkeep counters are served after the request metrics, la
   } finally {
     await server.shutdown();
   }
+});
+
+Deno.test("metrics: the process's resident memory and JS heap are gauges with positive values", () => {
+  const text = renderProcessMetrics();
+  for (
+    const name of [
+      "process_resident_memory_bytes",
+      "galaxy_js_heap_used_bytes",
+      "galaxy_js_heap_total_bytes",
+      "galaxy_js_external_bytes",
+    ]
+  ) {
+    assert.match(text, new RegExp(`^# HELP ${name} \\S`, "m"));
+    assert.match(text, new RegExp(`^# TYPE ${name} gauge$`, "m"));
+    const value = text.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1];
+    assert.ok(value !== undefined, `${name} has a sample`);
+    assert.ok(Number.isFinite(Number(value)) && Number(value) > 0, `${name} ${value} is a positive number`);
+  }
+  const rss = Number(text.match(/^process_resident_memory_bytes (\d+)$/m)?.[1]);
+  assert.ok(rss > 1024 * 1024, `a Deno process has more than 1 MiB resident (${rss})`);
+  assert.equal(rss % 4096, 0);
 });
